@@ -1,0 +1,171 @@
+"""Roll any policy (checkpoint, oracle, random) out for a set of seeded episodes.
+
+Episode k of an evaluation with seed s resets the env with seed `episode_seed(s, k)`, a range
+that training never uses (training envs are seeded with small integers), so every policy in a
+report is scored on the same episodes and none of them was seen in training.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from envs.config import EnvConfig
+from envs.nav_env import CameraNavEnv
+from envs.wrappers import ChannelFrameStack
+from policies.oracle import Oracle
+
+EVAL_SEED_BASE = 1_000_000_000
+
+
+def episode_seed(seed: int, episode: int) -> int:
+    """Reset seed of evaluation episode `episode` under evaluation seed `seed`."""
+    return EVAL_SEED_BASE + seed * 100_000 + episode
+
+
+class Agent(Protocol):
+    """What a rollout drives: `reset(info)` per episode, `act(obs, info)` per step."""
+
+    def reset(self, info: dict) -> None: ...
+
+    def act(self, obs: Any, info: dict) -> Any: ...
+
+
+class OracleAgent:
+    """The privileged grid planner (reads `info`, never the image)."""
+
+    name = "oracle"
+
+    def __init__(self, continuous: bool):
+        self.oracle = Oracle(continuous=continuous)
+
+    def reset(self, info: dict) -> None:
+        self.oracle.reset(info)
+
+    def act(self, obs: Any, info: dict) -> Any:
+        return self.oracle.act(info)
+
+
+class RandomAgent:
+    """Uniform random actions from a generator seeded per episode."""
+
+    name = "random"
+
+    def __init__(self, action_space, seed: int = 0):
+        self.space = action_space
+        self.seed = seed
+        self.count = 0
+
+    def reset(self, info: dict) -> None:
+        self.space.seed(self.seed * 7919 + self.count)
+        self.count += 1
+
+    def act(self, obs: Any, info: dict) -> Any:
+        return self.space.sample()
+
+
+class PolicyAgent:
+    """A loaded camera checkpoint acting on the observation alone."""
+
+    name = "policy"
+
+    def __init__(self, loaded, deterministic: bool = True):
+        self.loaded = loaded
+        self.deterministic = deterministic
+
+    def reset(self, info: dict) -> None:
+        pass
+
+    def act(self, obs: Any, info: dict) -> Any:
+        action = self.loaded.predict(obs, self.deterministic)
+        return action if self.loaded.continuous else int(action)
+
+
+@dataclass
+class StepRecord:
+    """One control step, as videos and overlays need it."""
+
+    step: int
+    action: Any
+    reward: float
+    distance: float
+    success: bool
+    collided: bool
+
+
+@dataclass
+class Episode:
+    """One finished episode: the metric record plus, optionally, its frames."""
+
+    record: dict[str, Any]
+    steps: list[StepRecord] = field(default_factory=list)
+    frames: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+def make_eval_env(env_cfg: EnvConfig, continuous: bool, frame_stack: int = 1,
+                  render: bool = False) -> CameraNavEnv:
+    env = CameraNavEnv(env_cfg, render_mode="rgb_array" if render else None,
+                       continuous=continuous)
+    return ChannelFrameStack(env, frame_stack) if frame_stack > 1 else env
+
+
+def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None = None,
+                keep_frames: bool = False,
+                frame_hook: Callable[[np.ndarray, dict], None] | None = None) -> Episode:
+    """Run one episode to its end; the record carries the field's per-episode metrics."""
+    obs, info = env.reset(seed=seed, options=options)
+    agent.reset(info)
+    scene = info["scene"]
+    start_distance = info["geodesic_distance"]
+    total, steps, done = 0.0, [], False
+    frames = []
+    base = env.unwrapped
+    if keep_frames:
+        frames.append((_camera_rgb(obs), base.render()))
+    while not done:
+        action = agent.act(obs, info)
+        obs, reward, terminated, truncated, info = env.step(action)
+        total += reward
+        done = terminated or truncated
+        steps.append(StepRecord(info["steps"], action, float(reward), info["distance"],
+                                info["success"], info["collided"]))
+        if keep_frames:
+            frames.append((_camera_rgb(obs), base.render()))
+    record = {
+        "episode": episode,
+        "seed": seed,
+        "success": bool(info["success"]),
+        "path_length": float(info["path_length"]),
+        "shortest_path_length": float(info["shortest_path_length"]),
+        "start_distance": float(start_distance),
+        "final_distance": float(info["geodesic_distance"]),
+        "collisions": int(info["collisions"]),
+        "steps": int(info["steps"]),
+        "return": float(total),
+        "scene": scene,
+    }
+    return Episode(record, steps, frames)
+
+
+def _camera_rgb(obs: Any) -> np.ndarray:
+    image = obs["image"] if isinstance(obs, dict) else obs
+    return np.ascontiguousarray(image[..., -3:]) if image.shape[-1] >= 3 else np.repeat(
+        image[..., :1], 3, axis=2)
+
+
+def evaluate(env, agent: Agent, episodes: int, seed: int = 0, options: dict | None = None,
+             progress: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Yield one record per episode; an episode that raises is recorded with its error."""
+    for k in range(episodes):
+        s = episode_seed(seed, k)
+        try:
+            yield run_episode(env, agent, s, k, options).record
+        except Exception as err:  # one broken episode must not end a 200-episode evaluation
+            yield {"episode": k, "seed": s, "error": f"{type(err).__name__}: {err}",
+                   "traceback": traceback.format_exc(limit=3)}
+        if progress:
+            progress(k + 1)

@@ -1,0 +1,236 @@
+"""Training configuration: one frozen dataclass tree, filled from YAML presets and overrides.
+
+`embodied train --config quickstart env.strength=1.5 ppo.learning_rate=1e-4` loads
+`configs/quickstart.yaml`, applies the dotted overrides, and validates everything; an unknown
+key or a bad value fails with one line naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from envs.config import ConfigError, EnvConfig, from_dict, to_dict
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+METHODS = ("distill", "ppo")
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """The camera policy network."""
+
+    features_dim: int = 256
+    """CNN output features."""
+    channels: tuple[int, int, int] = (32, 64, 64)
+    """Channels of the three conv layers."""
+    net_arch: tuple[int, ...] = (128,)
+    """Hidden layers of the policy and value heads."""
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """stable-baselines3 PPO (pixel PPO, the PPO teacher, and the optional fine-tune)."""
+
+    total_timesteps: int = 300_000
+    """Environment steps for method=ppo."""
+    n_steps: int = 256
+    """Rollout length per env between updates."""
+    batch_size: int = 256
+    """Minibatch size."""
+    n_epochs: int = 4
+    """Passes over each rollout."""
+    learning_rate: float = 3e-4
+    """Adam learning rate (linearly decayed to 0)."""
+    gamma: float = 0.99
+    """Discount."""
+    gae_lambda: float = 0.95
+    """GAE lambda."""
+    clip_range: float = 0.2
+    """PPO clip range."""
+    ent_coef: float = 0.01
+    """Entropy bonus."""
+    vf_coef: float = 0.5
+    """Value loss weight."""
+    max_grad_norm: float = 0.5
+    """Gradient clipping."""
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Teacher -> camera student by DAgger on the student's own visits (Learning by Cheating)."""
+
+    teacher: str = "oracle"
+    """oracle (the privileged grid planner) or ppo (PPO on privileged state, no rendering)."""
+    teacher_timesteps: int = 150_000
+    """Environment steps for a PPO teacher."""
+    total_timesteps: int = 120_000
+    """Camera frames the student collects in total."""
+    steps_per_iteration: int = 4_000
+    """Frames collected per DAgger iteration (split over the envs)."""
+    expert_iterations: int = 1
+    """Leading iterations driven entirely by the teacher (beta = 1)."""
+    beta_decay_iterations: int = 4
+    """Iterations over which the teacher's share of executed actions falls from 1 to 0."""
+    grad_steps_per_iteration: int = 300
+    """Gradient steps after each iteration."""
+    batch_size: int = 256
+    """Minibatch size."""
+    learning_rate: float = 5e-4
+    """Adam learning rate."""
+    buffer_size: int = 120_000
+    """Aggregated frames kept (oldest dropped)."""
+    augment_shift_px: int = 4
+    """Random-shift augmentation (pixels, 0 = off) for robustness to unseen appearance."""
+    finetune_timesteps: int = 0
+    """Optional PPO fine-tuning steps after distillation (0 = none)."""
+
+
+@dataclass(frozen=True)
+class EvalDuringTraining:
+    """Periodic held-out evaluation while training."""
+
+    every_timesteps: int = 20_000
+    """Evaluate after this many env steps (0 = only at the end)."""
+    episodes: int = 30
+    """Episodes per evaluation."""
+    split: str = "heldout"
+    """Split evaluated."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run."""
+
+    method: str = "distill"
+    """distill (teacher -> camera student, fast) or ppo (pixel PPO from reward)."""
+    seed: int = 0
+    """Seeds torch and the training envs (env i gets seed + i)."""
+    n_envs: int = 4
+    """Parallel environments."""
+    vec_env: str = "subproc"
+    """subproc (one process per env) or dummy (all in this process)."""
+    device: str = "auto"
+    """auto, cpu or cuda (the learner; envs always run on the CPU)."""
+    torch_threads_collect: int = 1
+    """Torch threads while envs step (1 leaves the cores to the renderers)."""
+    torch_threads_train: int = 2
+    """Torch threads during gradient updates."""
+    frame_stack: int = 1
+    """Camera frames stacked along channels."""
+    checkpoint_every_timesteps: int = 20_000
+    """Periodic checkpoint interval (env steps)."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    arch: ArchConfig = field(default_factory=ArchConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    eval: EvalDuringTraining = field(default_factory=EvalDuringTraining)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"method: unknown method {self.method!r}; use one of {METHODS}")
+        if self.distill.teacher not in ("oracle", "ppo"):
+            raise ConfigError(f"distill.teacher: {self.distill.teacher!r}; use oracle or ppo")
+        if self.vec_env not in ("subproc", "dummy"):
+            raise ConfigError(f"vec_env: {self.vec_env!r}; use subproc or dummy")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"device: {self.device!r}; use auto, cpu or cuda")
+        if self.eval.split not in ("train", "heldout"):
+            raise ConfigError(f"eval.split: {self.eval.split!r}; use train or heldout")
+        positive = {"n_envs": self.n_envs, "frame_stack": self.frame_stack,
+                    "torch_threads_collect": self.torch_threads_collect,
+                    "torch_threads_train": self.torch_threads_train,
+                    "ppo.total_timesteps": self.ppo.total_timesteps,
+                    "ppo.n_steps": self.ppo.n_steps, "ppo.batch_size": self.ppo.batch_size,
+                    "ppo.n_epochs": self.ppo.n_epochs, "ppo.learning_rate": self.ppo.learning_rate,
+                    "distill.total_timesteps": self.distill.total_timesteps,
+                    "distill.steps_per_iteration": self.distill.steps_per_iteration,
+                    "distill.batch_size": self.distill.batch_size,
+                    "distill.buffer_size": self.distill.buffer_size,
+                    "distill.learning_rate": self.distill.learning_rate,
+                    "eval.episodes": self.eval.episodes,
+                    "checkpoint_every_timesteps": self.checkpoint_every_timesteps}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{name}: must be > 0, got {value}")
+        for name in ("gamma", "gae_lambda"):
+            value = getattr(self.ppo, name)
+            if not 0 < value <= 1:
+                raise ConfigError(f"ppo.{name}: must be in (0, 1], got {value}")
+        if self.distill.augment_shift_px < 0:
+            raise ConfigError("distill.augment_shift_px: must be >= 0")
+        if self.eval.every_timesteps < 0:
+            raise ConfigError("eval.every_timesteps: must be >= 0")
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {key} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """`key.sub=value` strings -> (key, YAML-parsed value) pairs."""
+    pairs = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: write it as key.sub=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"override {key}: cannot parse value {raw!r}") from None
+        pairs.append((key.strip(), value))
+    return pairs
+
+
+def find_config(name_or_path: str) -> Path:
+    """A preset name from configs/ or a path to a YAML file."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    preset = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not preset.is_file():
+        names = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+        raise ConfigError(f"unknown config {name_or_path!r}; presets: {', '.join(names)}, "
+                          "or pass a path to a .yaml file")
+    return preset
+
+
+def load_config(name_or_path: str | None = "default", overrides: list[str] | None = None,
+                base: dict[str, Any] | None = None) -> TrainConfig:
+    """Preset (or `base` dict) + dotted overrides -> validated TrainConfig."""
+    if base is not None:
+        data = dict(base)
+    elif name_or_path:
+        path = find_config(name_or_path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the top level must be a mapping")
+    else:
+        data = {}
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(data, key, value)
+    return from_dict(TrainConfig, data)
+
+
+def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return to_dict(cfg)
+
+
+def replace(cfg: Any, **changes: Any) -> Any:
+    """dataclasses.replace, re-validating."""
+    return dataclasses.replace(cfg, **changes)

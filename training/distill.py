@@ -1,0 +1,194 @@
+"""Teacher -> camera student distillation by DAgger (Learning by Cheating, Chen et al. 2019).
+
+Read top to bottom:
+1. The teacher: the privileged grid oracle, or a PPO policy trained on lidar + goal state with
+   rendering switched off (thousands of steps/s instead of hundreds).
+2. Collect camera frames with the *student* driving (after `expert_iterations` driven by the
+   teacher, then a linearly decaying teacher share beta), every frame labelled with the
+   teacher's action for that state, computed in the env's worker process.
+3. Aggregate the labelled frames and fit the student by cross-entropy (discrete) or MSE
+   (continuous) on random-shift augmented images.
+4. Repeat; evaluate on the held-out split and checkpoint through the run's hooks.
+
+The student is an ordinary SB3 `ActorCriticCnnPolicy`, so it saves in the same checkpoint
+format as pixel PPO and can be fine-tuned by PPO afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.policies import ActorCriticPolicy
+
+from policies.checkpoint import build_policy
+from training.config import TrainConfig
+from training.experts import ExpertLabel, MLPTeacher
+from training.vec import make_vec_env
+
+
+@dataclass
+class DistillState:
+    """Everything a resumed distillation continues from (the frame buffer is not kept)."""
+
+    timesteps: int = 0
+    iteration: int = 0
+    episodes: int = 0
+    successes: list[float] = field(default_factory=list)
+
+
+class FrameBuffer:
+    """Aggregated (frame, teacher action) pairs; a ring that drops the oldest when full."""
+
+    def __init__(self, capacity: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
+                 action_dtype):
+        self.obs = np.zeros((capacity, *obs_shape), dtype=np.uint8)
+        self.actions = np.zeros((capacity, *action_shape), dtype=action_dtype)
+        self.capacity, self.size, self.cursor = capacity, 0, 0
+
+    def add(self, obs: np.ndarray, actions: np.ndarray) -> None:
+        for o, a in zip(obs, actions):
+            self.obs[self.cursor] = o
+            self.actions[self.cursor] = a
+            self.cursor = (self.cursor + 1) % self.capacity
+            self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        idx = rng.integers(0, self.size, size=batch)
+        return self.obs[idx], self.actions[idx]
+
+
+def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+    """DrQ-style augmentation: replicate-pad by `pad` and crop back at a random offset."""
+    if pad == 0:
+        return images
+    n, _, h, w = images.shape
+    padded = F.pad(images.float(), (pad, pad, pad, pad), mode="replicate")
+    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    rows = (oy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
+    cols = (ox[:, None] + torch.arange(w)[None, :])[:, None, None, :]
+    batch_idx = torch.arange(n)[:, None, None, None]
+    chan_idx = torch.arange(images.shape[1])[None, :, None, None]
+    return padded[batch_idx, chan_idx, rows, cols]
+
+
+def imitation_loss(policy: ActorCriticPolicy, obs: torch.Tensor, expert: torch.Tensor,
+                   continuous: bool) -> tuple[torch.Tensor, float]:
+    """Cross-entropy (discrete) or MSE on the mean action (continuous); also the agreement."""
+    dist = policy.get_distribution(obs)
+    if continuous:
+        mean = dist.distribution.mean
+        return F.mse_loss(mean, expert), float((mean - expert).abs().mean())
+    logits = dist.distribution.logits
+    loss = F.cross_entropy(logits, expert.long())
+    return loss, float((logits.argmax(1) == expert.long()).float().mean())
+
+
+def teacher_share(cfg: TrainConfig, iteration: int) -> float:
+    """beta: probability that the teacher's action is executed in this iteration."""
+    d = cfg.distill
+    if iteration < d.expert_iterations:
+        return 1.0
+    if d.beta_decay_iterations <= 0:
+        return 0.0
+    return max(0.0, 1.0 - (iteration - d.expert_iterations + 1) / d.beta_decay_iterations)
+
+
+def make_student(cfg: TrainConfig, image_shape_hwc: tuple[int, int, int],
+                 action_space: spaces.Space, device: torch.device) -> ActorCriticPolicy:
+    h, w, c = image_shape_hwc
+    obs_space = spaces.Box(0, 255, (c, h, w), np.uint8)
+    arch = {"features_dim": cfg.arch.features_dim, "channels": list(cfg.arch.channels),
+            "net_arch": list(cfg.arch.net_arch)}
+    return build_policy(obs_space, action_space, arch).to(device)
+
+
+def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher | None = None,
+            student: ActorCriticPolicy | None = None, optimizer_state: dict | None = None,
+            state: DistillState | None = None) -> tuple[ActorCriticPolicy, torch.optim.Optimizer,
+                                                        DistillState]:
+    """Run DAgger until `distill.total_timesteps` frames; returns the student and its state.
+
+    `hooks` receives progress (`on_iteration`), may evaluate/checkpoint, and may stop early
+    (`should_stop`, e.g. on Ctrl-C).
+    """
+    d = cfg.distill
+    state = state or DistillState()
+    continuous = hooks.continuous
+    kind = d.teacher
+
+    def wrapper(env):
+        return ExpertLabel(env, kind, teacher)
+
+    venv = make_vec_env(cfg.env, cfg.n_envs, cfg.seed + 10_000 * state.iteration, continuous,
+                        cfg.frame_stack, cfg.vec_env, hooks.monitor_dir, wrapper)
+    try:
+        image_shape = venv.observation_space.shape
+        if student is None:
+            student = make_student(cfg, image_shape, venv.action_space, device)
+        optimizer = torch.optim.Adam(student.parameters(), lr=d.learning_rate)
+        if optimizer_state is not None:
+            optimizer.load_state_dict(optimizer_state)
+        action_shape = venv.action_space.shape or ()
+        buffer = FrameBuffer(d.buffer_size, (image_shape[2], image_shape[0], image_shape[1]),
+                             action_shape, np.float32 if continuous else np.int64)
+        rng = np.random.default_rng(cfg.seed + state.iteration)
+        gen = torch.Generator().manual_seed(cfg.seed + state.iteration)
+        obs = venv.reset()
+        expert = np.array([info["expert_action"] for info in venv.reset_infos])
+        steps_per_env = max(1, d.steps_per_iteration // cfg.n_envs)
+        while state.timesteps < d.total_timesteps and not hooks.should_stop():
+            beta = teacher_share(cfg, state.iteration)
+            t0 = time.perf_counter()
+            torch.set_num_threads(cfg.torch_threads_collect)
+            student.set_training_mode(False)
+            for _ in range(steps_per_env):
+                chw = np.ascontiguousarray(obs.transpose(0, 3, 1, 2))
+                with torch.no_grad():
+                    own = student._predict(torch.as_tensor(chw, device=device), True)
+                own = own.cpu().numpy()
+                take_teacher = rng.uniform(size=cfg.n_envs) < beta
+                shape = (-1,) + (1,) * (own.ndim - 1)
+                actions = np.where(take_teacher.reshape(shape), expert, own)
+                buffer.add(chw, expert)
+                obs, _, dones, infos = venv.step(actions)
+                expert = np.array([venv.reset_infos[i]["expert_action"] if dones[i]
+                                   else infos[i]["expert_action"] for i in range(cfg.n_envs)])
+                for i in np.flatnonzero(dones):
+                    state.episodes += 1
+                    state.successes.append(float(infos[i]["success"]))
+                state.timesteps += cfg.n_envs
+            collect_s = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            torch.set_num_threads(cfg.torch_threads_train)
+            student.set_training_mode(True)
+            losses, agreements = [], []
+            for _ in range(d.grad_steps_per_iteration):
+                batch_obs, batch_act = buffer.sample(rng, d.batch_size)
+                images = random_shift(torch.as_tensor(batch_obs), d.augment_shift_px, gen)
+                images = images.to(device)
+                target = torch.as_tensor(batch_act, device=device)
+                loss, agreement = imitation_loss(student, images, target, continuous)
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+                optimizer.step()
+                losses.append(float(loss))
+                agreements.append(agreement)
+            state.iteration += 1
+            hooks.on_iteration(student, optimizer, state, {
+                "distill/loss": float(np.mean(losses)),
+                "distill/teacher_agreement": float(np.mean(agreements)),
+                "distill/beta": beta,
+                "distill/buffer_frames": buffer.size,
+                "time/collect_s": collect_s,
+                "time/train_s": time.perf_counter() - t1,
+            })
+    finally:
+        venv.close()
+    return student, optimizer, state

@@ -1,0 +1,72 @@
+"""Teachers for distillation, and the wrapper that labels every visited state with one.
+
+The label is computed inside the env's own (worker) process from privileged state, so
+labelling runs in parallel with rendering and never crosses a process boundary as a grid.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from envs.config import ObservationConfig
+from policies.oracle import Oracle
+
+
+def teacher_observation(obs: ObservationConfig) -> ObservationConfig:
+    """The privileged, render-free observation a PPO teacher trains on: lidar + goal state."""
+    return ObservationConfig(width=obs.width, height=obs.height, camera=False, lidar=True,
+                             privileged=True, lidar_rays=obs.lidar_rays,
+                             lidar_range_m=obs.lidar_range_m)
+
+
+def teacher_state(env) -> np.ndarray:
+    """Same vector as a CameraNavEnv built with `teacher_observation` would observe."""
+    base = env.unwrapped
+    rng = base.cfg.observation.lidar_range_m
+    return np.concatenate([base.lidar() / rng, base.privileged_state()]).astype(np.float32)
+
+
+class MLPTeacher:
+    """A PPO teacher's actor (state -> deterministic action), runnable in any process."""
+
+    def __init__(self, state_dict: dict[str, torch.Tensor], layers: list[nn.Module],
+                 continuous: bool):
+        self.net = nn.Sequential(*layers)
+        self.net.load_state_dict(state_dict)
+        self.net.eval()
+        self.continuous = continuous
+
+    def __call__(self, state: np.ndarray):
+        with torch.no_grad():
+            out = self.net(torch.as_tensor(state[None]))[0].numpy()
+        return np.clip(out, -1, 1).astype(np.float32) if self.continuous else int(out.argmax())
+
+
+class ExpertLabel(gym.Wrapper):
+    """Adds `info["expert_action"]`: the teacher's action for the observation just returned."""
+
+    def __init__(self, env: gym.Env, teacher: str, mlp: MLPTeacher | None = None):
+        super().__init__(env)
+        self.teacher = teacher
+        self.mlp = mlp
+        self.oracle = Oracle(continuous=env.unwrapped.continuous)
+
+    def _label(self, info: dict):
+        if self.teacher == "oracle":
+            return self.oracle.act(info)
+        torch.set_num_threads(1)
+        return self.mlp(teacher_state(self.env))
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.oracle.reset(info)
+        info["expert_action"] = self._label(info)
+        return obs, info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info["expert_action"] = self._label(info)
+        return obs, reward, terminated, truncated, info
