@@ -6,6 +6,11 @@
 
 from gymnasium.envs.registration import register, registry
 
+from envs.quiet import quiet_stdout
+
+with quiet_stdout():  # pybullet prints its build time on first import
+    import pybullet  # noqa: F401
+
 from envs.config import ConfigError, EnvConfig, ObservationConfig, RandomizationConfig
 from envs.nav_env import ACTION_NAMES, DISCRETE_ACTIONS, CameraNavEnv
 

@@ -15,6 +15,7 @@ from pybullet_utils import bullet_client
 
 from envs.config import EnvConfig, from_dict
 from envs.grid import geodesic_distance, next_waypoint
+from envs.quiet import quiet_stdout as _quiet_stdout
 from envs.randomize import SceneParams, sample_scene
 from envs.scene import ROBOT_Z_M, build_scene, render_camera
 
@@ -45,7 +46,7 @@ def reward_terms(cfg: EnvConfig, progress_m: float, success: bool, collided: boo
     }
 
 
-def is_success(geodesic_m: float, euclid_m: float, goal_radius_m: float) -> bool:
+def is_success(euclid_m: float, goal_radius_m: float) -> bool:
     """Success: the robot centre is within `goal_radius_m` of the goal (no STOP action)."""
     return euclid_m <= goal_radius_m
 
@@ -78,9 +79,9 @@ class CameraNavEnv(gym.Env):
 
     ## Info
     `pose` (x, y, yaw), `goal` (x, y), `distance` (Euclidean m), `geodesic_distance` (m),
-    `shortest_path_length` (geodesic at the start, m), `path_length` (driven, m), `collisions`,
-    `collided`, `success`, `reward_terms`, `steps`; on reset also `scene` (the drawn
-    randomization values) and the planner grid (`occupancy`, `grid_half_size_m`,
+    `shortest_path_length` (geodesic from the start to the success disk, m), `path_length`
+    (driven, m), `collisions`, `collided`, `success`, `reward_terms`, `steps`; on reset also
+    `scene` (the drawn randomization values) and the planner grid (`occupancy`, `grid_half_size_m`,
     `grid_resolution_m`) for privileged controllers.
 
     ## Version History
@@ -117,7 +118,8 @@ class CameraNavEnv(gym.Env):
             self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         else:
             self.action_space = spaces.Discrete(len(DISCRETE_ACTIONS))
-        self._client = bullet_client.BulletClient(connection_mode=p.DIRECT)
+        with _quiet_stdout():  # the C library prints its argv on every connect
+            self._client = bullet_client.BulletClient(connection_mode=p.DIRECT)
         # hot paths call pybullet directly with the client id: BulletClient's per-call
         # attribute wrapping costs more than the calls themselves
         self._cid = self._client._client
@@ -155,7 +157,8 @@ class CameraNavEnv(gym.Env):
         self._path_length = 0.0
         self._trajectory = [np.array([x, y])]
         self._geodesic = geodesic_distance(self.grid, self.field, np.array([x, y]))
-        self._shortest = self._geodesic
+        # SPL's l_i: the shortest path ends on the success disk, not at the goal's centre
+        self._shortest = max(0.0, self._geodesic - self.cfg.goal_radius_m)
         self._success = False
         info = self._info(collided=False, terms={})
         info["scene"] = self.scene.summary()
@@ -178,7 +181,7 @@ class CameraNavEnv(gym.Env):
         progress = self._geodesic - geodesic if np.isfinite(geodesic) else 0.0
         self._geodesic = geodesic if np.isfinite(geodesic) else self._geodesic
         euclid = float(np.linalg.norm(after - np.asarray(self.scene.goal_xy)))
-        self._success = is_success(self._geodesic, euclid, self.cfg.goal_radius_m)
+        self._success = is_success(euclid, self.cfg.goal_radius_m)
         terms = reward_terms(self.cfg, progress, self._success, collided)
         terminated = is_terminated(self._success, collided, self.cfg.terminate_on_collision)
         truncated = not terminated and self._steps >= self.cfg.max_steps

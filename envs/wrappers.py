@@ -21,7 +21,7 @@ class ChannelFrameStack(gym.ObservationWrapper):
         if k < 1:
             raise ValueError(f"frame stack k must be >= 1, got {k}")
         space = env.observation_space
-        if not isinstance(space, spaces.Box) or space.dtype != np.uint8 or space.ndim != 3:
+        if not isinstance(space, spaces.Box) or space.dtype != np.uint8 or len(space.shape) != 3:
             raise ValueError("ChannelFrameStack needs a uint8 (H, W, C) image observation")
         self.k = k
         h, w, c = space.shape

@@ -58,11 +58,10 @@ class RandomAgent:
     def __init__(self, action_space, seed: int = 0):
         self.space = action_space
         self.seed = seed
-        self.count = 0
 
     def reset(self, info: dict) -> None:
-        self.space.seed(self.seed * 7919 + self.count)
-        self.count += 1
+        # seeded by the episode's layout, so the same episode always gets the same actions
+        self.space.seed(self.seed * 7919 + int(info["scene"]["layout_seed"]))
 
     def act(self, obs: Any, info: dict) -> Any:
         return self.space.sample()
@@ -114,8 +113,7 @@ def make_eval_env(env_cfg: EnvConfig, continuous: bool, frame_stack: int = 1,
 
 
 def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None = None,
-                keep_frames: bool = False,
-                frame_hook: Callable[[np.ndarray, dict], None] | None = None) -> Episode:
+                keep_frames: bool = False) -> Episode:
     """Run one episode to its end; the record carries the field's per-episode metrics."""
     obs, info = env.reset(seed=seed, options=options)
     agent.reset(info)
@@ -125,7 +123,7 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
     frames = []
     base = env.unwrapped
     if keep_frames:
-        frames.append((_camera_rgb(obs), base.render()))
+        frames.append((camera_rgb(obs, base.cfg.observation), base.render()))
     while not done:
         action = agent.act(obs, info)
         obs, reward, terminated, truncated, info = env.step(action)
@@ -134,7 +132,7 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
         steps.append(StepRecord(info["steps"], action, float(reward), info["distance"],
                                 info["success"], info["collided"]))
         if keep_frames:
-            frames.append((_camera_rgb(obs), base.render()))
+            frames.append((camera_rgb(obs, base.cfg.observation), base.render()))
     record = {
         "episode": episode,
         "seed": seed,
@@ -151,10 +149,14 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
     return Episode(record, steps, frames)
 
 
-def _camera_rgb(obs: Any) -> np.ndarray:
+def camera_rgb(obs: Any, obs_cfg) -> np.ndarray:
+    """The newest camera frame as RGB (H, W, 3), whatever channels and stacking are on."""
     image = obs["image"] if isinstance(obs, dict) else obs
-    return np.ascontiguousarray(image[..., -3:]) if image.shape[-1] >= 3 else np.repeat(
-        image[..., :1], 3, axis=2)
+    per_frame = 3 * obs_cfg.camera + obs_cfg.depth + obs_cfg.segmentation
+    newest = image[..., -per_frame:]
+    if obs_cfg.camera:
+        return np.ascontiguousarray(newest[..., :3])
+    return np.repeat(newest[..., :1], 3, axis=2)  # depth or segmentation only: grey
 
 
 def evaluate(env, agent: Agent, episodes: int, seed: int = 0, options: dict | None = None,

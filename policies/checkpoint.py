@@ -136,8 +136,8 @@ def load_checkpoint(target: str | os.PathLike, device: str = "cpu") -> LoadedPol
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # torch raises many types for a truncated or foreign file
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: "
-                              f"{str(err).splitlines()[0][:120]})") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}); "
+                              "pass a policy.pt written by embodied train") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an {FORMAT} checkpoint")
     meta = json.loads(payload["meta"])

@@ -178,7 +178,7 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
                 optimizer.step()
-                losses.append(float(loss))
+                losses.append(loss.item())
                 agreements.append(agreement)
             state.iteration += 1
             hooks.on_iteration(student, optimizer, state, {

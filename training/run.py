@@ -178,7 +178,8 @@ class TrainingHooks:
     # -- evaluation, checkpoints -----------------------------------------------------------
     def evaluate(self, policy, timesteps: int) -> dict[str, Any]:
         """Held-out success/SPL of the current policy; keeps the best checkpoint."""
-        torch.set_num_threads(self.cfg.torch_threads_train)
+        # batch-1 inference: a second thread only adds synchronisation cost
+        torch.set_num_threads(1)
         env_cfg = _replace_env(self.cfg, split=self.cfg.eval.split)
         env = make_eval_env(env_cfg, self.continuous, self.cfg.frame_stack)
         agent = PolicyAgent(LoadedPolicy(policy, {"action_space": {

@@ -84,7 +84,7 @@ def train(cfg: TrainConfig, run_dir: Path, argv: list[str] | None = None, resume
             policy, timesteps = _train_distill(cfg, hooks, device, run_dir, resume_state,
                                                resume_folder)
         interrupted = hooks.should_stop()
-        if cfg.eval.every_timesteps >= 0 and not interrupted:
+        if not interrupted and hooks.last_eval_at != timesteps:
             hooks.evaluate(policy, timesteps)
         final = hooks.save_policy(policy, "final", timesteps)
     finally:

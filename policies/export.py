@@ -1,0 +1,401 @@
+"""Export a camera checkpoint to ONNX or TorchScript, checked for parity with PyTorch.
+
+The exported model is what a robot runs, so it takes the camera image exactly as the env (and
+a ROS 2 `sensor_msgs/Image` rgb8) delivers it, with the preprocessing inside the graph:
+
+    input  "image"   uint8 (N, H, W, C), channel-last, values 0-255 (C = 3 * frame_stack)
+    output "logits"  float32 (N, n_actions), unnormalised; the action is the argmax
+      or   "action"  float32 (N, 2), the deterministic (mean) action clipped to [-1, 1]
+
+Inside: permute to (N, C, H, W), float, / 255 (what SB3 does before the CNN), features, actor
+MLP, action head and, for continuous actions, the clip that SB3 applies in `predict` outside
+the network (an export of the bare network would drop it). The value head is left out.
+
+ONNX models carry the checkpoint's metadata (env config, frame stack, spaces) in
+`metadata_props["embodied_meta"]`, so a deployment needs the .onnx file alone.
+
+Parity: the exported model and the PyTorch policy are run on the same observations (frames
+recorded by rolling the env with the policy, or ones passed in) and compared: the largest
+absolute difference of the outputs and the fraction of observations on which both choose the
+same action. The result is returned and written next to the model as `<stem>.parity.json`,
+one entry per format (policy.onnx and policy.ts share the stem `policy`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from envs.config import EnvConfig, from_dict
+from envs.nav_env import CameraNavEnv
+from envs.wrappers import ChannelFrameStack
+from policies.checkpoint import CHECKPOINT_NAME, LoadedPolicy, load_checkpoint, resolve_checkpoint
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".ts"}
+"""Export format -> file suffix of the default output (`policy.onnx`, `policy.ts`)."""
+
+OPSET = 17
+INPUT_NAME = "image"
+META_KEY = "embodied_meta"
+"""ONNX `metadata_props` key holding the checkpoint metadata as JSON."""
+
+PARITY_STEPS = 64
+"""Control steps rolled out to record real frames for the parity check."""
+PARITY_SEED = 7_000_000
+"""Reset seed of the parity rollout; far from the small integers training envs use."""
+ACTION_ATOL = 1e-4
+"""Two continuous actions agree when no component differs by more than this."""
+
+
+class ExportError(ValueError):
+    """An export cannot be made or checked with the given inputs."""
+
+
+# ---------------------------------------------------------------------------- the graph
+
+
+class ExportedActor(nn.Module):
+    """uint8 (N, H, W, C) image -> logits (N, n_actions) or clipped mean action (N, 2).
+
+    Shares its layers with the SB3 policy it wraps (no copy of the weights).
+    """
+
+    def __init__(self, loaded: LoadedPolicy) -> None:
+        super().__init__()
+        policy = loaded.policy
+        if getattr(policy, "squash_output", False):
+            raise ExportError("policies with squashed (tanh) outputs are not supported; "
+                              "train without squash_output / use_sde")
+        self.features = policy.pi_features_extractor
+        self.mlp = policy.mlp_extractor
+        self.head = policy.action_net
+        self.scale = 1.0 / 255.0 if policy.normalize_images else 1.0
+        self.continuous = loaded.continuous
+        space = policy.action_space
+        self.low = float(np.min(space.low)) if self.continuous else 0.0
+        self.high = float(np.max(space.high)) if self.continuous else 0.0
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.permute(0, 3, 1, 2).float() * self.scale
+        out = self.head(self.mlp.forward_actor(self.features(x)))
+        if self.continuous:
+            # SB3 clips in predict(), outside the network; ONNX would otherwise drop it.
+            out = torch.clamp(out, self.low, self.high)
+        return out
+
+
+def output_name(continuous: bool) -> str:
+    return "action" if continuous else "logits"
+
+
+def actions_from_outputs(outputs: np.ndarray, continuous: bool) -> np.ndarray:
+    """Outputs (N, A) -> actions: (N,) int64 argmax of logits, or the (N, 2) actions."""
+    return outputs if continuous else np.argmax(outputs, axis=1)
+
+
+def reference_outputs(loaded: LoadedPolicy, obs_hwc: np.ndarray) -> np.ndarray:
+    """The PyTorch policy's outputs on (N, H, W, C) uint8, through SB3's own preprocessing.
+
+    Returns:
+        (N, A) float32: raw logits (discrete) or the mean action clipped to the action space.
+    """
+    policy = loaded.policy
+    chw = torch.as_tensor(np.ascontiguousarray(obs_hwc.transpose(0, 3, 1, 2)),
+                          device=policy.device)
+    with torch.no_grad():
+        features = policy.extract_features(chw, policy.pi_features_extractor)
+        out = policy.action_net(policy.mlp_extractor.forward_actor(features)).cpu().numpy()
+    if loaded.continuous:
+        space = policy.action_space
+        out = np.clip(out, space.low, space.high)
+    return out.astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- observations
+
+
+def image_shape(meta: dict[str, Any]) -> tuple[int, int, int]:
+    """(H, W, C) of the images the policy takes, from checkpoint metadata (stored CHW)."""
+    c, h, w = meta["observation_space"]["shape"]
+    return h, w, c
+
+
+def env_config(meta: dict[str, Any]) -> EnvConfig:
+    """The EnvConfig a checkpoint was trained on."""
+    return from_dict(EnvConfig, meta["env"], "env")
+
+
+def record_observations(loaded: LoadedPolicy, steps: int = PARITY_STEPS,
+                        seed: int = PARITY_SEED) -> np.ndarray:
+    """Roll the policy in its own env for `steps` control steps and keep every observation.
+
+    Returns:
+        (steps, H, W, C) uint8, frame-stacked as the policy sees them.
+    """
+    meta = loaded.meta
+    env = CameraNavEnv(env_config(meta), continuous=loaded.continuous)
+    k = int(meta.get("frame_stack", 1))
+    wrapped = ChannelFrameStack(env, k) if k > 1 else env
+    frames, episodes = [], 0
+    try:
+        obs, _ = wrapped.reset(seed=seed)
+        for _ in range(steps):
+            frames.append(obs)
+            action = loaded.predict(obs)
+            obs, _, terminated, truncated, _ = wrapped.step(
+                action if loaded.continuous else int(action))
+            if terminated or truncated:
+                episodes += 1
+                obs, _ = wrapped.reset(seed=seed + episodes)
+    finally:
+        env.close()
+    return np.stack(frames)
+
+
+def _check_obs(obs: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    obs = np.asarray(obs)
+    expected = image_shape(meta)
+    if obs.ndim == 3:
+        obs = obs[None]
+    if obs.dtype != np.uint8 or obs.ndim != 4 or obs.shape[1:] != expected or len(obs) == 0:
+        raise ExportError(
+            f"check_obs must be uint8 (N, {expected[0]}, {expected[1]}, {expected[2]}) "
+            f"channel-last images with N >= 1, got {obs.dtype} {obs.shape}")
+    return np.ascontiguousarray(obs)
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def default_export_path(target: str | os.PathLike, fmt: str = "onnx") -> Path:
+    """`<run_dir>/policy.onnx` for a run directory, `<checkpoint dir>/policy.onnx` for a file."""
+    suffix = _suffix(fmt)
+    target = Path(target)
+    folder = target if target.is_dir() else target.parent
+    return folder / (Path(CHECKPOINT_NAME).stem + suffix)
+
+
+def _suffix(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; use one of {sorted(FORMATS)}")
+    return FORMATS[fmt]
+
+
+def parity_path(model_path: str | os.PathLike) -> Path:
+    """`<stem>.parity.json` next to the model."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.stem + ".parity.json")
+
+
+@contextlib.contextmanager
+def _atomic_target(path: Path) -> Iterator[Path]:
+    """A temp path in `path`'s folder, renamed onto `path` when the block ends cleanly."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """Write `data` as indented JSON via a temp file in the same folder + rename."""
+    path = Path(path)
+    with _atomic_target(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@contextlib.contextmanager
+def _quiet_deprecations() -> Iterator[None]:
+    # torch 2.13 marks torch.jit and the TorchScript-based ONNX exporter deprecated; both are
+    # still the supported way to get these two formats from an SB3 policy.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+# ---------------------------------------------------------------------------- writers
+
+
+def _write_onnx(actor: ExportedActor, example: torch.Tensor, meta: dict[str, Any],
+                path: Path) -> None:
+    out = output_name(actor.continuous)
+    with _atomic_target(path) as tmp:
+        with _quiet_deprecations():
+            torch.onnx.export(
+                actor, (example,), str(tmp), dynamo=False, opset_version=OPSET,
+                input_names=[INPUT_NAME], output_names=[out],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, out: {0: "batch"}})
+        model = onnx.load(str(tmp))
+        entry = model.metadata_props.add()
+        entry.key, entry.value = META_KEY, json.dumps(meta, sort_keys=True)
+        onnx.checker.check_model(model)
+        onnx.save(model, str(tmp))
+
+
+def _write_torchscript(actor: ExportedActor, example: torch.Tensor, path: Path) -> None:
+    with _atomic_target(path) as tmp, _quiet_deprecations():
+        traced = torch.jit.trace(actor, (example,), check_trace=False)
+        torch.jit.save(traced, str(tmp))
+
+
+def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
+    """A TorchScript model written by `export_policy` (same input and output as the ONNX one)."""
+    with _quiet_deprecations():
+        return torch.jit.load(str(path), map_location="cpu")
+
+
+def _run_exported(fmt: str, path: Path, obs: np.ndarray) -> np.ndarray:
+    if fmt == "onnx":
+        return OnnxPolicy(path).forward(obs)
+    module = load_torchscript(path)
+    with torch.no_grad():
+        return module(torch.from_numpy(obs)).numpy()
+
+
+def parity(reference: np.ndarray, exported: np.ndarray, continuous: bool) -> dict[str, float]:
+    """Max |difference| of two (N, A) outputs and the fraction of equal actions."""
+    ref_a = actions_from_outputs(reference, continuous)
+    exp_a = actions_from_outputs(exported, continuous)
+    same = (np.all(np.abs(ref_a - exp_a) <= ACTION_ATOL, axis=1) if continuous
+            else ref_a == exp_a)
+    return {"max_abs_diff": float(np.max(np.abs(reference - exported))),
+            "action_agreement": float(np.mean(same))}
+
+
+def export_policy(target: str | os.PathLike, fmt: str = "onnx",
+                  out: str | os.PathLike | None = None,
+                  check_obs: np.ndarray | None = None) -> dict[str, Any]:
+    """Export a checkpoint to ONNX or TorchScript and check it against the PyTorch policy.
+
+    Args:
+        target: a checkpoint file or a run directory (its best, else final, checkpoint).
+        fmt: "onnx" (opset 17, dynamic batch axis) or "torchscript" (traced).
+        out: output file; default `policy.onnx` / `policy.ts` in the run directory (or in the
+            checkpoint's folder when `target` is a file).
+        check_obs: uint8 (N, H, W, C) observations for the parity check; default: the frames of
+            a `PARITY_STEPS`-step rollout of the policy in its own env.
+
+    Returns:
+        {"format", "path", "parity_path", "checkpoint", "sha256", "input", "output",
+        "continuous", "n_obs", "obs_source", "max_abs_diff", "action_agreement"}.
+
+    Raises:
+        CheckpointError: no readable checkpoint at `target`.
+        ExportError: an unknown format or check_obs of the wrong shape or dtype.
+    """
+    suffix = _suffix(fmt)
+    checkpoint = resolve_checkpoint(target)
+    path = Path(out) if out is not None else default_export_path(target, fmt)
+    if path.suffix != suffix:
+        raise ExportError(f"{fmt} output {path} should end in {suffix}")
+    loaded = load_checkpoint(checkpoint)
+    if check_obs is None:
+        obs, source = record_observations(loaded), f"rollout of {PARITY_STEPS} steps"
+    else:
+        obs, source = _check_obs(check_obs, loaded.meta), "given"
+    actor = ExportedActor(loaded).eval()
+    example = torch.from_numpy(obs[:1])
+    if fmt == "onnx":
+        _write_onnx(actor, example, loaded.meta, path)
+    else:
+        _write_torchscript(actor, example, path)
+    # The whole batch in one call also exercises the dynamic batch axis.
+    result = parity(reference_outputs(loaded, obs), _run_exported(fmt, path, obs),
+                    loaded.continuous)
+    h, w, c = image_shape(loaded.meta)
+    out_dim = 2 if loaded.continuous else int(loaded.meta["action_space"]["n"])
+    report = {
+        "format": fmt,
+        "path": str(path),
+        "parity_path": str(parity_path(path)),
+        "checkpoint": str(checkpoint),
+        "sha256": _sha256(path),
+        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["N", h, w, c]},
+        "output": {"name": output_name(loaded.continuous), "dtype": "float32",
+                   "shape": ["N", out_dim]},
+        "continuous": loaded.continuous,
+        "n_obs": int(len(obs)),
+        "obs_source": source,
+        **result,
+    }
+    _merge_parity(parity_path(path), fmt, report)
+    return report
+
+
+def _merge_parity(path: Path, fmt: str, report: dict[str, Any]) -> None:
+    """Write this format's entry into `<stem>.parity.json`, keeping other formats' entries."""
+    entries: dict[str, Any] = {}
+    if path.is_file():
+        with contextlib.suppress(ValueError, OSError):
+            entries = json.loads(path.read_text())
+    entries = entries if isinstance(entries, dict) else {}
+    entries[fmt] = report
+    write_json_atomic(path, entries)
+
+
+# ---------------------------------------------------------------------------- runtime
+
+
+def ort_session(path: str | os.PathLike, threads: int = 1) -> ort.InferenceSession:
+    """A CPU InferenceSession with `threads` intra-op threads and no inter-op pool."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxPolicy:
+    """An exported policy under ONNX Runtime (CPU, 1 intra-op thread by default).
+
+    Args:
+        path: an .onnx file written by `export_policy`.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int = 1) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ExportError(f"{self.path} does not exist; export first with "
+                              "export_policy(<run dir or checkpoint>, 'onnx')")
+        self.session = ort_session(self.path, threads)
+        props = self.session.get_modelmeta().custom_metadata_map
+        if META_KEY not in props:
+            raise ExportError(f"{self.path} has no {META_KEY!r} metadata; re-export it with "
+                              "export_policy")
+        self.meta: dict[str, Any] = json.loads(props[META_KEY])
+        self.continuous = self.meta["action_space"]["type"] == "box"
+        self.output_name = output_name(self.continuous)
+        self.image_shape = image_shape(self.meta)
+
+    def forward(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, C) -> float32 (N, A) logits or clipped actions."""
+        return self.session.run([self.output_name], {INPUT_NAME: images})[0]
+
+    def act(self, image_hwc: np.ndarray) -> int | np.ndarray:
+        """One uint8 (H, W, C) image -> a discrete action index or a (2,) float32 action."""
+        out = self.forward(image_hwc[None])[0]
+        return out if self.continuous else int(np.argmax(out))
