@@ -213,6 +213,8 @@ def validate_env_config(cfg: EnvConfig) -> None:
         "grid_resolution_m": cfg.grid_resolution_m,
         "observation.width": cfg.observation.width, "observation.height": cfg.observation.height,
         "observation.lidar_rays": cfg.observation.lidar_rays,
+        "observation.lidar_range_m": cfg.observation.lidar_range_m,
+        "observation.depth_max_m": cfg.observation.depth_max_m,
     }
     for name, value in positive.items():
         if not value > 0:

@@ -69,8 +69,12 @@ def group_strengths(strength: Strength) -> dict[str, float]:
         if unknown:
             raise ValueError(f"unknown randomization group(s) {sorted(unknown)}; "
                              f"use {list(GROUPS)}")
-        return {g: float(strength.get(g, 0.0)) for g in GROUPS}
-    return {g: float(strength) for g in GROUPS}
+        per_group = {g: float(strength.get(g, 0.0)) for g in GROUPS}
+    else:
+        per_group = {g: float(strength) for g in GROUPS}
+    if any(v < 0 for v in per_group.values()):
+        raise ValueError(f"randomization strength must be >= 0, got {strength}")
+    return per_group
 
 
 def _anchor(low: float, high: float, kind: str) -> float:
@@ -149,10 +153,12 @@ def sample_scene(rng: np.random.Generator, cfg: EnvConfig, strength: Strength | 
     """Draw one episode's SceneParams; also returns the planner grid and distance field.
 
     The layout seed is drawn from `rng`, its parity set by the split (train even, heldout odd),
-    and the layout is drawn from its own generator: the same layout seed always gives the same
-    layout, and the splits can never share one.
+    and the layout is drawn from its own generator, so the splits can never share one. (The
+    layout also depends on the drawn obstacle count and sizes.)
     """
     split = split or cfg.split
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; use one of {sorted(SPLITS)}")
     appearance = SPLITS[split]
     per_group = group_strengths(cfg.strength if strength is None else strength)
     values = sample_values(rng, cfg.randomization, per_group)

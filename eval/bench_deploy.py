@@ -232,7 +232,7 @@ def format_infer(d: dict[str, Any]) -> str:
     onnx_p99 = d["backends"]["onnxruntime"]["p99_ms"]
     return "\n".join([
         f"Batch-1 inference, {d['n']} calls after {d['warmup']} warm-up, {d['threads']} thread, "
-        f"image {tuple(d['image_shape'])} ({m['cpu_model']}, {m['cores']} cores)",
+        f"image {tuple(d['image_shape'])} ({m['cpu']}, {m['cores']} cores)",
         _table(["runtime", "p50 ms", "p99 ms", "mean ms", "vs SB3"], rows),
         f"target ONNX p99 <= {t['onnx_p99_ms']} ms: {_f(onnx_p99)} ms -> "
         f"{'met' if t['met'] else 'NOT met'}",
@@ -251,7 +251,7 @@ def format_loop(d: dict[str, Any]) -> str:
                         for k, v in d["targets"]["miss_percent_by_rate"].items())
     lines = [
         f"Control loop, {d['ticks']} measured ticks per run after {d['warmup_ticks']} warm-up "
-        f"({m['cpu_model']}, {m['cores']} cores)",
+        f"({m['cpu']}, {m['cores']} cores)",
         _table(["Hz", "load", "ticks", "misses (+reset)", "miss %", "jitter p99",
                 "jitter max", "late p99", "sense->act p99", "targets"], rows),
         f"targets: {targets}; period jitter p99 <= {d['targets']['jitter_p99_ms']:g} ms "

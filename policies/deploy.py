@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.metadata
 import math
 import os
 import platform
@@ -69,6 +70,7 @@ from policies.ros import (
     image_to_msg,
     msg_to_image,
     pose_to_odometry,
+    stamp_to_ns,
     twist_to_action,
 )
 
@@ -321,8 +323,8 @@ class SimNode(Node):
 def _body_velocity(before: np.ndarray, after: np.ndarray, dt_s: float) -> tuple[float, float]:
     """Forward speed (m/s) and yaw rate (rad/s) from two (x, y, yaw) poses dt_s apart."""
     dx, dy = after[:2] - before[:2]
-    heading = 0.5 * (before[2] + after[2])
     dyaw = math.remainder(after[2] - before[2], 2 * math.pi)
+    heading = before[2] + 0.5 * dyaw  # mid-step heading; averaging raw yaws breaks at +-pi
     return (dx * math.cos(heading) + dy * math.sin(heading)) / dt_s, dyaw / dt_s
 
 
@@ -388,8 +390,7 @@ class PolicyNode(Node):
         t3 = now_ns()
         self.published += 1
         stage_ns = {"conversion": t1 - t0, "inference": t2 - t1, "publish": t3 - t2,
-                    "total": t3 - (msg.header.stamp.sec * 1_000_000_000
-                                   + msg.header.stamp.nanosec)}
+                    "total": t3 - stamp_to_ns(msg.header.stamp)}
         if self.frames >= self.warmup:
             for stage, ns in stage_ns.items():
                 self.samples[stage].append(ns)
@@ -430,16 +431,20 @@ _TIMING_QS = {"p50": 50.0, "p99": 99.0}
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, core count, platform and the 1-minute load average (other work running)."""
+    """CPU model, cores, 1-minute load (other work running) and runtime versions.
+
+    Keys match `eval.bench.machine_info` ("cpu", "cores", "load_avg_1m", "python").
+    """
     model = platform.processor() or "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return {"cpu_model": model, "cores": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "load_average_1m": load}
+    load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+    versions = {name: importlib.metadata.version(name) for name in ("onnxruntime", "torch")}
+    return {"cpu": model, "cores": os.cpu_count(), "load_avg_1m": load,
+            "python": platform.python_version(), "platform": platform.platform(), **versions}
 
 
 def _timing_report(sim: SimNode, policy: PolicyNode, period_ns: int) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import yaml
 
 from envs.config import ConfigError, EnvConfig, from_dict, to_dict
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 METHODS = ("distill", "ppo")
 
 
