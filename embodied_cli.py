@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a camera policy (PPO or teacher->student)")
     p.add_argument("--config", default="default",
-                   help="preset in configs/ (quickstart, default, ppo, ...) or a YAML path")
+                   help="preset in training/configs/ (quickstart, default, ppo, ...) or a YAML path")
     p.add_argument("--run-dir", help="output folder (default: runs/<name>__<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="learner device")

@@ -1,7 +1,7 @@
 """Training configuration: one frozen dataclass tree, filled from YAML presets and overrides.
 
 `embodied train --config quickstart env.strength=1.5 ppo.learning_rate=1e-4` loads
-`configs/quickstart.yaml`, applies the dotted overrides, and validates everything; an unknown
+`training/configs/quickstart.yaml`, applies the dotted overrides, and validates everything; an unknown
 key or a bad value fails with one line naming it.
 """
 
@@ -193,7 +193,7 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
 
 
 def find_config(name_or_path: str) -> Path:
-    """A preset name from configs/ or a path to a YAML file."""
+    """A preset name from training/configs/ or a path to a YAML file."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():

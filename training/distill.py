@@ -62,19 +62,28 @@ class FrameBuffer:
         return self.obs[idx], self.actions[idx]
 
 
-def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    """DrQ-style augmentation: replicate-pad by `pad` and crop back at a random offset."""
+def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator,
+                 groups: int = 16) -> torch.Tensor:
+    """DrQ-style augmentation: shift each image by up to `pad` pixels (edge-replicated).
+
+    Works on uint8 and draws one offset per group of images: a per-image gather over float
+    copies costs more than the gradient step it feeds.
+    """
     if pad == 0:
         return images
-    n, _, h, w = images.shape
-    padded = F.pad(images.float(), (pad, pad, pad, pad), mode="replicate")
-    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
-    rows = (oy[:, None] + torch.arange(h)[None, :])[:, None, :, None]
-    cols = (ox[:, None] + torch.arange(w)[None, :])[:, None, None, :]
-    batch_idx = torch.arange(n)[:, None, None, None]
-    chan_idx = torch.arange(images.shape[1])[None, :, None, None]
-    return padded[batch_idx, chan_idx, rows, cols]
+    n, c, h, w = images.shape
+    padded = torch.empty((n, c, h + 2 * pad, w + 2 * pad), dtype=images.dtype)
+    padded[:, :, pad:pad + h, pad:pad + w] = images
+    padded[:, :, :pad, pad:pad + w] = images[:, :, :1]
+    padded[:, :, pad + h:, pad:pad + w] = images[:, :, -1:]
+    padded[:, :, :, :pad] = padded[:, :, :, pad:pad + 1]
+    padded[:, :, :, pad + w:] = padded[:, :, :, pad + w - 1:pad + w]
+    out = torch.empty_like(images)
+    size = -(-n // groups)
+    for start in range(0, n, size):
+        oy, ox = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
+        out[start:start + size] = padded[start:start + size, :, oy:oy + h, ox:ox + w]
+    return out
 
 
 def imitation_loss(policy: ActorCriticPolicy, obs: torch.Tensor, expert: torch.Tensor,
