@@ -115,6 +115,78 @@ def _cmd_video(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from policies.export import export_policy
+
+    report = export_policy(args.target, fmt=args.format, out=args.out)
+    print(f"Wrote {report['path']} ({args.format})")
+    print(f"Parity on {report['n_obs']} recorded observations: max |diff| "
+          f"{report['max_abs_diff']:.2e}, action agreement {report['action_agreement']:.3f}")
+    return 0
+
+
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    from policies.deploy import run_deploy, write_deploy_report
+
+    if args.metrics_port is not None:
+        print(f"Serving Prometheus metrics on http://127.0.0.1:{args.metrics_port}/metrics")
+    report = run_deploy(args.target, rate=args.rate, duration=args.duration,
+                        record=args.record, metrics_port=args.metrics_port,
+                        inject_malformed_every=args.inject_malformed_every)
+    out = Path(args.out) if args.out else _default_out(args.target, "deploy")
+    files = write_deploy_report(report, out)
+    lat = report["latency_ms"]["total"]
+    miss = report["deadline_misses"]
+    print(f"{report['ticks']} ticks at {args.rate:g} Hz: sense->act p50 {lat['p50']:.2f} ms, "
+          f"p99 {lat['p99']:.2f} ms; jitter p99 {report['period_jitter_ms']['p99']:.2f} ms; "
+          f"deadline misses {miss['count']} ({miss['percent']:.2f} %); "
+          f"rejected messages {report['rejected_messages']}; episodes {report['episodes']}, "
+          f"successes {report['successes']}")
+    if args.record:
+        print(f"Bag: {args.record}")
+    print("Report: " + ", ".join(str(p) for p in files.values()))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from training.run import write_json
+
+    out = Path(args.out)
+    kind = args.kind
+    if kind in ("infer", "loop") and not args.target:
+        raise UserError(f"bench {kind} needs a checkpoint or run directory")
+    if kind == "env":
+        from eval.bench import bench_env, bench_oracle, format_env_bench, format_oracle_bench
+
+        result = bench_env(steps=args.steps, resets=args.resets)
+        result["oracle"] = bench_oracle(episodes=args.episodes)
+        text = format_env_bench(result) + "\n" + format_oracle_bench(result["oracle"])
+    elif kind == "infer":
+        from eval.bench_deploy import bench_infer, format_infer
+
+        result = bench_infer(args.target, n=args.steps)
+        text = format_infer(result)
+    elif kind == "loop":
+        from eval.bench_deploy import bench_loop, format_loop
+
+        result = bench_loop(args.target, ticks=args.ticks, busy_core=not args.no_busy)
+        text = format_loop(result)
+    elif kind == "train":
+        from training.bench import bench_train, format_train
+
+        result = bench_train(steps=args.steps)
+        text = format_train(result)
+    else:
+        from training.bench import bench_learn, format_learn
+
+        result = bench_learn(budget_s=args.minutes * 60, out_dir=out)
+        text = format_learn(result)
+    write_json(out / f"bench_{kind}.json", result)
+    print(text)
+    print(f"\nWrote {out / f'bench_{kind}.json'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="embodied",
@@ -124,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a camera policy (PPO or teacher->student)")
     p.add_argument("--config", default="default",
-                   help="preset in training/configs/ (quickstart, default, ppo, ...) or a YAML path")
+                   help="preset in training/configs/ (quickstart, default, ppo, ...) "
+                        "or a YAML path")
     p.add_argument("--run-dir", help="output folder (default: runs/<name>__<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="learner device")
@@ -158,6 +231,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE.mp4")
     p.add_argument("--no-gif", action="store_true", help="skip the small GIF")
     p.set_defaults(func=_cmd_video)
+
+    p = sub.add_parser("export", help="export the camera policy to ONNX or TorchScript")
+    p.add_argument("target", metavar="CHECKPOINT|RUN_DIR")
+    p.add_argument("--format", default="onnx", choices=["onnx", "torchscript"])
+    p.add_argument("--out", metavar="FILE")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("deploy", help="run the policy in a fixed-rate ROS 2-style loop")
+    p.add_argument("target", metavar="CHECKPOINT|RUN_DIR")
+    p.add_argument("--rate", type=float, default=20.0, help="control rate, Hz")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds")
+    p.add_argument("--record", metavar="BAG_DIR", help="write a rosbag2 (MCAP) here")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics on 127.0.0.1:PORT")
+    p.add_argument("--inject-malformed-every", type=int, default=0, metavar="N",
+                   help="publish a malformed image every N ticks (robustness demo)")
+    p.add_argument("--out", help="report folder (default: <run>/deploy)")
+    p.set_defaults(func=_cmd_deploy)
+
+    p = sub.add_parser("bench", help="benchmarks that print figures and write JSON")
+    p.add_argument("kind", choices=["env", "train", "learn", "infer", "loop"])
+    p.add_argument("target", nargs="?", metavar="CHECKPOINT|RUN_DIR",
+                   help="for infer and loop")
+    p.add_argument("--out", default="runs/bench", help="folder for bench_<kind>.json")
+    p.add_argument("--steps", type=_positive_int, default=1000,
+                   help="env: steps per measurement; infer: calls; train: steps per layout")
+    p.add_argument("--resets", type=_positive_int, default=1000, help="env: resets for RSS")
+    p.add_argument("--episodes", type=_positive_int, default=100, help="env: oracle episodes")
+    p.add_argument("--ticks", type=_positive_int, default=10000, help="loop: ticks per rate")
+    p.add_argument("--no-busy", action="store_true", help="loop: skip the busy-core runs")
+    p.add_argument("--minutes", type=float, default=20.0, help="learn: budget per method")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 

@@ -83,6 +83,8 @@ class RandomizationConfig:
     cylinder_fraction: Range = _rng(0.0, 1.0, "layout", "Chance an obstacle is a cylinder.",
                                     limits=(0.0, 1.0))
     goal_height_m: Range = _rng(0.8, 1.1, "layout", "Goal beacon height.", limits=(0.5, 1.5))
+    beacon_radius_m: Range = _rng(0.12, 0.16, "layout", "Goal beacon radius (visual only).",
+                                  limits=(0.03, 0.3))
     # physics
     friction: Range = _rng(0.7, 1.3, "physics", "Wheel traction (1 = no slip).",
                            limits=(0.2, 2.0))
@@ -98,7 +100,7 @@ class RandomizationConfig:
                                   limits=(0.08, 0.6))
     camera_pitch_deg: Range = _rng(-14.0, -4.0, "camera", "Camera pitch (negative = down).",
                                    limits=(-45.0, 20.0))
-    camera_fov_deg: Range = _rng(80.0, 95.0, "camera", "Vertical field of view.",
+    camera_fov_deg: Range = _rng(80.0, 95.0, "camera", "Field of view (square image).",
                                  limits=(40.0, 130.0))
     # image noise
     image_noise_std: Range = _rng(0.0, 6.0, "image_noise", "Gaussian pixel noise (0-255 units).",

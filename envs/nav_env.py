@@ -269,12 +269,13 @@ class CameraNavEnv(gym.Env):
     # ------------------------------------------------------------------ sensing
 
     def _camera_pose(self):
+        """Camera on the mast at the front of the base, looking forward (pitched)."""
         values = self.scene.values
         x, y = self._xy()
         yaw = self._yaw()
         forward = np.array([math.cos(yaw), math.sin(yaw)])
-        eye = [x + forward[0] * (self.cfg.robot_radius_m - 0.02),
-               y + forward[1] * (self.cfg.robot_radius_m - 0.02), values["camera_height_m"]]
+        ahead = self.cfg.robot_radius_m - 0.02
+        eye = [x + forward[0] * ahead, y + forward[1] * ahead, values["camera_height_m"]]
         pitch = math.radians(values["camera_pitch_deg"])
         target = [eye[0] + forward[0] * math.cos(pitch), eye[1] + forward[1] * math.cos(pitch),
                   eye[2] + math.sin(pitch)]

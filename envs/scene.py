@@ -105,7 +105,7 @@ def build_scene(client, scene: SceneParams, half_size_m: float,
         _texture(client, body, scene.obstacle_texture, contrast, rgb)
         obstacles.append(body)
     goal_h = values["goal_height_m"]
-    goal = _static_body(client, p.GEOM_CYLINDER, [0.07, goal_h],
+    goal = _static_body(client, p.GEOM_CYLINDER, [values["beacon_radius_m"], goal_h],
                         [scene.goal_xy[0], scene.goal_xy[1], goal_h / 2], 0.0, scene.goal_rgb,
                         collide=False)
     robot = _robot(client, robot_radius_m, values["mass_kg"])

@@ -46,11 +46,20 @@ class Oracle:
     """Privileged grid planner + pure-pursuit steering.
 
     Call `reset(info)` with each episode's reset info, then `act(info)` every step.
+
+    With `camera_aware=True` it becomes a teacher a camera student can imitate: until the goal
+    has first come into the camera's field of view it turns left in place (a search the
+    student can reproduce from its image alone) instead of turning whichever way the map says
+    is shorter, which the student cannot see. The plain oracle is the upper reference.
     """
 
-    def __init__(self, continuous: bool = False, lookahead_m: float = 0.45):
+    def __init__(self, continuous: bool = False, lookahead_m: float = 0.45,
+                 camera_aware: bool = False, fov_margin: float = 0.8):
         self.continuous = continuous
         self.lookahead_m = lookahead_m
+        self.camera_aware = camera_aware
+        self.fov_margin = fov_margin
+        self.half_fov_rad = math.pi
         self.grid: Grid | None = None
         self.field: np.ndarray | None = None
 
@@ -70,11 +79,20 @@ class Oracle:
         if not np.isfinite(field[safe.cell(start)]):
             safe, field = grid, distance_field(grid, goal)
         self.grid, self.field = safe, field
+        self.goal_seen = False
+        fov = info.get("scene", {}).get("camera_fov_deg")
+        if fov is not None:
+            self.half_fov_rad = math.radians(fov) / 2 * self.fov_margin
 
     def act(self, info: dict):
         if self.grid is None:
             raise RuntimeError("call Oracle.reset(reset_info) at the start of each episode")
         pose = np.asarray(info["pose"], dtype=float)
+        goal = np.asarray(info["goal"], dtype=float)
+        if self.camera_aware and not self.goal_seen:
+            if abs(heading_error(pose, goal)) > self.half_fov_rad:
+                return np.array([0.0, 1.0], dtype=np.float32) if self.continuous else 3
+            self.goal_seen = True
         waypoint = next_waypoint(self.grid, self.field, pose[:2], self.lookahead_m)
         if np.linalg.norm(np.asarray(info["goal"]) - pose[:2]) < self.lookahead_m:
             waypoint = np.asarray(info["goal"], dtype=float)

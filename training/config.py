@@ -1,8 +1,8 @@
 """Training configuration: one frozen dataclass tree, filled from YAML presets and overrides.
 
 `embodied train --config quickstart env.strength=1.5 ppo.learning_rate=1e-4` loads
-`training/configs/quickstart.yaml`, applies the dotted overrides, and validates everything; an unknown
-key or a bad value fails with one line naming it.
+`training/configs/quickstart.yaml`, applies the dotted overrides, and validates everything;
+an unknown key or a bad value fails with one line naming it.
 """
 
 from __future__ import annotations
@@ -124,6 +124,8 @@ class TrainConfig:
     """Camera frames stacked along channels."""
     checkpoint_every_timesteps: int = 20_000
     """Periodic checkpoint interval (env steps)."""
+    time_budget_s: float = 0.0
+    """Stop after this much wall-clock training time, seconds (0 = no limit)."""
     env: EnvConfig = field(default_factory=EnvConfig)
     arch: ArchConfig = field(default_factory=ArchConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
@@ -163,6 +165,8 @@ class TrainConfig:
                 raise ConfigError(f"ppo.{name}: must be in (0, 1], got {value}")
         if self.distill.augment_shift_px < 0:
             raise ConfigError("distill.augment_shift_px: must be >= 0")
+        if self.time_budget_s < 0:
+            raise ConfigError("time_budget_s: must be >= 0 (0 = no limit)")
         if self.eval.every_timesteps < 0:
             raise ConfigError("eval.every_timesteps: must be >= 0")
 

@@ -52,7 +52,7 @@ class ExpertLabel(gym.Wrapper):
         super().__init__(env)
         self.teacher = teacher
         self.mlp = mlp
-        self.oracle = Oracle(continuous=env.unwrapped.continuous)
+        self.oracle = Oracle(continuous=env.unwrapped.continuous, camera_aware=True)
 
     def _label(self, info: dict):
         if self.teacher == "oracle":

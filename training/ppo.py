@@ -27,18 +27,32 @@ def linear_schedule(initial: float):
     return schedule
 
 
-class HooksCallback(BaseCallback):
+class ThreadPhases(BaseCallback):
+    """Torch threads per phase: few while envs render, more during gradient updates."""
+
+    def __init__(self, collect_threads: int, train_threads: int):
+        super().__init__()
+        self.collect_threads, self.train_threads = collect_threads, train_threads
+
+    def _on_rollout_start(self) -> None:
+        torch.set_num_threads(self.collect_threads)
+
+    def _on_rollout_end(self) -> None:
+        torch.set_num_threads(self.train_threads)
+
+    def _on_step(self) -> bool:
+        return True
+
+
+class HooksCallback(ThreadPhases):
     """Connects an SB3 learner to the run's TrainingHooks."""
 
     def __init__(self, cfg: TrainConfig, hooks, successes: list[float]):
-        super().__init__()
+        super().__init__(cfg.torch_threads_collect, cfg.torch_threads_train)
         self.cfg, self.hooks, self.successes = cfg, hooks, successes
 
-    def _on_rollout_start(self) -> None:
-        torch.set_num_threads(self.cfg.torch_threads_collect)
-
     def _on_rollout_end(self) -> None:
-        torch.set_num_threads(self.cfg.torch_threads_train)
+        super()._on_rollout_end()
         t = self.num_timesteps
         if self.hooks.eval_due(t):
             self.hooks.evaluate(self.model.policy, t)

@@ -152,7 +152,11 @@ class TrainingHooks:
         return self.wall_offset_s + time.perf_counter() - self._start
 
     def should_stop(self) -> bool:
-        return self.stop.requested
+        return self.stop.requested or self.budget_spent()
+
+    def budget_spent(self) -> bool:
+        budget = self.cfg.time_budget_s
+        return budget > 0 and self.elapsed_s() >= budget
 
     # -- reporting -----------------------------------------------------------------------
     def log_scalars(self, timesteps: int, scalars: dict[str, float]) -> None:

@@ -83,7 +83,7 @@ def train(cfg: TrainConfig, run_dir: Path, argv: list[str] | None = None, resume
         else:
             policy, timesteps = _train_distill(cfg, hooks, device, run_dir, resume_state,
                                                resume_folder)
-        interrupted = hooks.should_stop()
+        interrupted = hooks.stop.requested
         if not interrupted and hooks.last_eval_at != timesteps:
             hooks.evaluate(policy, timesteps)
         final = hooks.save_policy(policy, "final", timesteps)
@@ -92,6 +92,7 @@ def train(cfg: TrainConfig, run_dir: Path, argv: list[str] | None = None, resume
     best = run_dir / "best" / CHECKPOINT_NAME
     summary = {
         "method": cfg.method, "timesteps": timesteps, "interrupted": interrupted,
+        "stopped_by_time_budget": hooks.budget_spent() and not interrupted,
         "wall_clock_s": round(hooks.elapsed_s(), 1),
         "steps_per_s": round(timesteps / max(hooks.elapsed_s(), 1e-9), 1),
         "best_heldout_success": hooks.best_success if hooks.best_success >= 0 else None,
