@@ -137,8 +137,12 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     files = write_deploy_report(report, out)
     lat = report["latency_ms"]["total"]
     miss = report["deadline_misses"]
-    print(f"{report['ticks']} ticks at {args.rate:g} Hz: sense->act p50 {lat['p50']:.2f} ms, "
-          f"p99 {lat['p99']:.2f} ms; jitter p99 {report['period_jitter_ms']['p99']:.2f} ms; "
+
+    def ms(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f} ms"
+
+    print(f"{report['ticks']} ticks at {args.rate:g} Hz: sense->act p50 {ms(lat['p50'])}, "
+          f"p99 {ms(lat['p99'])}; jitter p99 {ms(report['period_jitter_ms']['p99'])}; "
           f"deadline misses {miss['count']} ({miss['percent']:.2f} %); "
           f"rejected messages {report['rejected_messages']}; episodes {report['episodes']}, "
           f"successes {report['successes']}")
@@ -184,6 +188,77 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     write_json(out / f"bench_{kind}.json", result)
     print(text)
     print(f"\nWrote {out / f'bench_{kind}.json'}")
+    return 0
+
+
+REFERENCE_CHECKPOINT = Path(__file__).resolve().parent / "policies" / "reference" / "policy.pt"
+
+
+def _stage(n: int, total: int, title: str) -> None:
+    print(f"\n[{n}/{total}] {title}", flush=True)
+
+
+def _cmd_writeup(args: argparse.Namespace) -> int:
+    from writeup.build import write_writeup
+
+    if not Path(args.run_dir).is_dir():
+        raise UserError(f"run directory {args.run_dir} does not exist")
+    files = write_writeup(Path(args.run_dir), Path(args.bench), out_dir=Path(args.out))
+    for path in files.values():
+        print(f"Wrote {path}")
+    return 0
+
+
+def _cmd_quickstart(args: argparse.Namespace) -> int:
+    """The whole pipeline on built-in defaults: train, evaluate, video, benchmarks, writeup."""
+    import time
+
+    from eval import metrics
+    from eval.bench import bench_env, bench_oracle
+    from eval.record import record_video
+    from eval.report import evaluate_all
+    from training.config import load_config
+    from training.run import write_json
+    from training.train import train
+
+    start = time.perf_counter()
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} already exists and is not empty; pass another --out")
+    run_dir, bench_dir = out / "run", out / "bench"
+    total = 5
+    if args.skip_train:
+        _stage(1, total, f"Training skipped: using the reference checkpoint {REFERENCE_CHECKPOINT}")
+        if not REFERENCE_CHECKPOINT.is_file():
+            raise UserError("the reference checkpoint is missing; run without --skip-train")
+        target = REFERENCE_CHECKPOINT
+        run_dir.mkdir(parents=True)
+    else:
+        _stage(1, total, "Training the camera policy (config: quickstart)")
+        cfg = load_config("quickstart")
+        result = train(cfg, run_dir, argv=args.argv, quiet=args.quiet)
+        target = result.best_checkpoint or result.final_checkpoint
+    _stage(2, total, f"Evaluating on the held-out split ({args.episodes} episodes) beside the "
+                     "oracle and a random policy")
+    summary = evaluate_all(target, split="heldout", episodes=args.episodes,
+                           out_dir=run_dir / "eval_heldout", progress=not args.quiet)
+    print(metrics.format_table({n: summary[n] for n in summary["policies"]}))
+    _stage(3, total, "Recording a video of the policy")
+    video = record_video(target, out=run_dir / "video_policy.mp4", episodes=2)
+    _stage(4, total, "Quick benchmarks (environment throughput, oracle)")
+    env_bench = bench_env(resolutions=(64,), steps=300, resets=100)
+    env_bench["oracle"] = bench_oracle(episodes=20)
+    write_json(bench_dir / "bench_env.json", env_bench)
+    _stage(5, total, "Writing the engineering notes")
+    from writeup.build import write_writeup
+
+    files = write_writeup(run_dir, bench_dir, out_dir=out / "writeup")
+    minutes = (time.perf_counter() - start) / 60
+    print(f"\nDone in {minutes:.1f} min. Files:")
+    for path in [run_dir / "eval_heldout" / "summary.json", video["mp4"], video["gif"],
+                 bench_dir / "bench_env.json", *files.values()]:
+        if path:
+            print(f"  {path}")
     return 0
 
 
@@ -249,6 +324,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="publish a malformed image every N ticks (robustness demo)")
     p.add_argument("--out", help="report folder (default: <run>/deploy)")
     p.set_defaults(func=_cmd_deploy)
+
+    p = sub.add_parser("quickstart", help="the whole pipeline on the built-in defaults")
+    p.add_argument("--out", default="runs/quickstart", help="folder for everything it writes")
+    p.add_argument("--skip-train", action="store_true",
+                   help="use the committed reference checkpoint instead of training")
+    p.add_argument("--episodes", type=_positive_int, default=50, help="held-out episodes")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_quickstart)
+
+    p = sub.add_parser("writeup", help="generate the engineering notes from a run")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--bench", default="runs/bench", help="folder with bench_*.json")
+    p.add_argument("--out", default="writeup", help="output folder")
+    p.set_defaults(func=_cmd_writeup)
 
     p = sub.add_parser("bench", help="benchmarks that print figures and write JSON")
     p.add_argument("kind", choices=["env", "train", "learn", "infer", "loop"])
