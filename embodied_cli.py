@@ -25,7 +25,7 @@ class UserError(Exception):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from training.config import load_config
+    from training.config import load_config, replace
     from training.run import default_run_dir
     from training.train import load_run_config, train
 
@@ -36,9 +36,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise UserError("--resume continues a run with its saved config; drop the overrides")
     else:
         cfg = load_config(args.config, args.overrides)
-        if args.device:
-            from training.config import replace
-            cfg = replace(cfg, device=args.device)
+    if args.device:
+        cfg = replace(cfg, device=args.device)
+    if not args.resume:
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg, Path(
             args.config).stem)
         if run_dir.exists() and any(run_dir.iterdir()):
@@ -49,6 +49,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if result.interrupted:
         print(f"\nInterrupted at {result.timesteps:,} steps; checkpoint saved in {run_dir}.")
         print(f"Resume with:  embodied train --resume {run_dir}")
+        if cfg.method == "distill":
+            print("(a resumed distillation keeps the student, optimizer and schedule; the "
+                  "aggregated frames are collected afresh)")
         return 0
     print(f"\nTrained {result.timesteps:,} steps in {s['wall_clock_s'] / 60:.1f} min "
           f"({s['steps_per_s']:.0f} steps/s).")
@@ -217,6 +220,7 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
     from eval.bench import bench_env, bench_oracle
     from eval.record import record_video
     from eval.report import evaluate_all
+    from eval.rollout import TEST_SEED
     from training.config import load_config
     from training.run import write_json
     from training.train import train
@@ -237,10 +241,13 @@ def _cmd_quickstart(args: argparse.Namespace) -> int:
         _stage(1, total, "Training the camera policy (config: quickstart)")
         cfg = load_config("quickstart")
         result = train(cfg, run_dir, argv=args.argv, quiet=args.quiet)
+        if result.interrupted:
+            print(f"Interrupted; resume the training with: embodied train --resume {run_dir}")
+            return 0
         target = result.best_checkpoint or result.final_checkpoint
     _stage(2, total, f"Evaluating on the held-out split ({args.episodes} episodes) beside the "
                      "oracle and a random policy")
-    summary = evaluate_all(target, split="heldout", episodes=args.episodes,
+    summary = evaluate_all(target, split="heldout", episodes=args.episodes, seed=TEST_SEED,
                            out_dir=run_dir / "eval_heldout", progress=not args.quiet)
     print(metrics.format_table({n: summary[n] for n in summary["policies"]}))
     _stage(3, total, "Recording a video of the policy")
@@ -285,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="CHECKPOINT|RUN_DIR")
     p.add_argument("--split", default="heldout", choices=["train", "heldout"])
     p.add_argument("--episodes", type=_positive_int, default=200)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=1,
+                   help="evaluation seed (default 1; training picks its best model on seed 0)")
     p.add_argument("--out", help="output folder (default: <run>/eval_<split>)")
     p.add_argument("--min-success", type=float, metavar="X",
                    help="exit 1 when the success rate is below X (a pipeline gate)")
@@ -365,9 +373,12 @@ def main(argv: list[str] | None = None) -> int:
     args.argv = argv
     try:
         return int(args.func(args) or 0)
-    except (UserError, ConfigError, CheckpointError, FileNotFoundError, ValueError) as err:
+    except (UserError, ConfigError, CheckpointError, OSError, ValueError) as err:
         print(f"embodied {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nembodied {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

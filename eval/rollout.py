@@ -1,8 +1,10 @@
 """Roll any policy (checkpoint, oracle, random) out for a set of seeded episodes.
 
 Episode k of an evaluation with seed s resets the env with seed `episode_seed(s, k)`, a range
-that training never uses (training envs are seeded with small integers), so every policy in a
-report is scored on the same episodes and none of them was seen in training.
+that training envs never use (they are seeded with small integers), so every policy in a
+report is scored on the same episodes and none of them was seen in training. Model selection
+during training uses `VALIDATION_SEED`; reports default to `TEST_SEED`, so the episodes a
+checkpoint was picked on are not the ones it is scored on.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from envs.wrappers import ChannelFrameStack
 from policies.oracle import Oracle
 
 EVAL_SEED_BASE = 1_000_000_000
+VALIDATION_SEED = 0
+"""Evaluation seed of the periodic held-out evaluation that picks the best checkpoint."""
+TEST_SEED = 1
+"""Default evaluation seed of reports (`embodied eval`, `bench learn`, quickstart)."""
 
 
 def episode_seed(seed: int, episode: int) -> int:

@@ -17,8 +17,10 @@ from typing import Any
 
 import torch
 
+from envs.config import ConfigError
 from eval.bench import machine_info
 from eval.report import evaluate_all
+from eval.rollout import TEST_SEED
 from training.config import TrainConfig, load_config
 from training.ppo import ThreadPhases, make_ppo
 from training.train import train
@@ -102,12 +104,12 @@ def bench_learn(budget_s: float = 1200.0, out_dir: Path = Path("runs/bench"),
         cfg = dataclasses.replace(load_config(preset), time_budget_s=float(budget_s))
         run_dir = Path(out_dir) / f"learn_{preset}"
         if run_dir.exists():
-            raise FileExistsError(f"{run_dir} exists; remove it or pass another --out")
+            raise ConfigError(f"{run_dir} exists; remove it or pass another --out")
         result = train(cfg, run_dir, argv=["bench", "learn"])
         final = evaluate_all(result.best_checkpoint or result.final_checkpoint,
-                             split="heldout", episodes=final_episodes, policies=("policy",),
-                             out_dir=run_dir / "eval_heldout")
-        rows.append(_learn_row(cfg.method if preset != "default" else "distill", run_dir, final))
+                             split="heldout", episodes=final_episodes, seed=TEST_SEED,
+                             policies=("policy",), out_dir=run_dir / "eval_heldout")
+        rows.append(_learn_row(cfg.method, run_dir, final))
     return {"machine": machine_info(), "budget_s": budget_s, "target_success": 0.9,
             "target_s": 1200, "rows": rows}
 

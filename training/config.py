@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from envs.config import ConfigError, EnvConfig, from_dict, to_dict
+from envs.config import ConfigError, EnvConfig, from_dict
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 METHODS = ("distill", "ppo")
@@ -231,8 +231,10 @@ def load_config(name_or_path: str | None = "default", overrides: list[str] | Non
     return from_dict(TrainConfig, data)
 
 
-def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
-    return to_dict(cfg)
+def arch_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """The network description stored in checkpoints."""
+    return {"features_dim": cfg.arch.features_dim, "channels": list(cfg.arch.channels),
+            "net_arch": list(cfg.arch.net_arch)}
 
 
 def replace(cfg: Any, **changes: Any) -> Any:

@@ -26,7 +26,7 @@ from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 from policies.checkpoint import build_policy
-from training.config import TrainConfig
+from training.config import TrainConfig, arch_dict
 from training.experts import ExpertLabel, MLPTeacher
 from training.vec import make_vec_env
 
@@ -112,9 +112,7 @@ def make_student(cfg: TrainConfig, image_shape_hwc: tuple[int, int, int],
                  action_space: spaces.Space, device: torch.device) -> ActorCriticPolicy:
     h, w, c = image_shape_hwc
     obs_space = spaces.Box(0, 255, (c, h, w), np.uint8)
-    arch = {"features_dim": cfg.arch.features_dim, "channels": list(cfg.arch.channels),
-            "net_arch": list(cfg.arch.net_arch)}
-    return build_policy(obs_space, action_space, arch).to(device)
+    return build_policy(obs_space, action_space, arch_dict(cfg)).to(device)
 
 
 def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher | None = None,

@@ -37,6 +37,7 @@ class MLPTeacher:
         self.net = nn.Sequential(*layers)
         self.net.load_state_dict(state_dict)
         self.net.eval()
+        torch.set_num_threads(1)  # runs in each env worker, beside the renderer
         self.continuous = continuous
 
     def __call__(self, state: np.ndarray):
@@ -57,7 +58,6 @@ class ExpertLabel(gym.Wrapper):
     def _label(self, info: dict):
         if self.teacher == "oracle":
             return self.oracle.act(info)
-        torch.set_num_threads(1)
         return self.mlp(teacher_state(self.env))
 
     def reset(self, **kwargs):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
@@ -74,11 +73,9 @@ def trainer_state(model: PPO) -> dict[str, Any]:
 
 
 def make_ppo(cfg: TrainConfig, venv: VecEnv, device: str, tb_dir: str | None,
-             policy: str = "CnnPolicy", kwargs: dict | None = None,
-             total_timesteps: int | None = None) -> PPO:
+             policy: str = "CnnPolicy", kwargs: dict | None = None) -> PPO:
     p = cfg.ppo
-    n_steps = p.n_steps
-    return PPO(policy, venv, learning_rate=linear_schedule(p.learning_rate), n_steps=n_steps,
+    return PPO(policy, venv, learning_rate=linear_schedule(p.learning_rate), n_steps=p.n_steps,
                batch_size=p.batch_size, n_epochs=p.n_epochs, gamma=p.gamma,
                gae_lambda=p.gae_lambda, clip_range=p.clip_range, ent_coef=p.ent_coef,
                vf_coef=p.vf_coef, max_grad_norm=p.max_grad_norm,
@@ -105,7 +102,3 @@ def restore(model: PPO, policy_state: dict, state: dict[str, Any]) -> None:
     model.policy.optimizer.load_state_dict(state["optimizer"])
     model.num_timesteps = int(state["timesteps"])
     model._n_updates = int(state.get("n_updates", 0))
-
-
-def mean_or_nan(values: list[float]) -> float:
-    return float(np.mean(values)) if values else float("nan")

@@ -15,6 +15,7 @@ A run directory is the only hand-off between stages:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -34,20 +35,12 @@ import yaml
 
 from envs.config import to_dict
 from eval import metrics
-from eval.rollout import PolicyAgent, evaluate, make_eval_env
+from eval.report import torch_threads, write_json
+from eval.rollout import VALIDATION_SEED, PolicyAgent, evaluate, make_eval_env
 from policies.checkpoint import CHECKPOINT_NAME, LoadedPolicy, save_checkpoint
-from training.config import TrainConfig
+from training.config import TrainConfig, arch_dict
 
 TRAINER_STATE = "trainer.pt"
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Atomic JSON write (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def versions() -> dict[str, str]:
@@ -74,11 +67,6 @@ def git_commit() -> str | None:
 def default_run_dir(cfg: TrainConfig, config_name: str) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"CameraNav__{config_name}__{cfg.method}__s{cfg.seed}__{stamp}"
-
-
-def arch_dict(cfg: TrainConfig) -> dict[str, Any]:
-    return {"features_dim": cfg.arch.features_dim, "channels": list(cfg.arch.channels),
-            "net_arch": list(cfg.arch.net_arch)}
 
 
 @dataclass
@@ -166,14 +154,14 @@ class TrainingHooks:
     def progress(self, timesteps: int, successes: list[float]) -> None:
         self.recent_success = successes[-100:]
         if self._bar is not None:
-            self._bar.n = min(timesteps, self.total_timesteps)
             postfix = {}
             if self.recent_success:
                 postfix["success"] = f"{np.mean(self.recent_success):.2f}"
             if self.best_success >= 0:
                 postfix["heldout"] = f"{self.best_success:.2f}"
             self._bar.set_postfix(postfix, refresh=False)
-            self._bar.refresh()
+            # update() lets tqdm throttle redraws; a forced refresh per vec step costs time
+            self._bar.update(max(0, min(timesteps, self.total_timesteps) - self._bar.n))
 
     def for_teacher(self, total_timesteps: int) -> TeacherHooks:
         """Hooks for the privileged teacher phase: its own progress bar, same stop flag."""
@@ -182,16 +170,17 @@ class TrainingHooks:
     # -- evaluation, checkpoints -----------------------------------------------------------
     def evaluate(self, policy, timesteps: int) -> dict[str, Any]:
         """Held-out success/SPL of the current policy; keeps the best checkpoint."""
-        # batch-1 inference: a second thread only adds synchronisation cost
-        torch.set_num_threads(1)
-        env_cfg = _replace_env(self.cfg, split=self.cfg.eval.split)
+        env_cfg = dataclasses.replace(self.cfg.env, split=self.cfg.eval.split)
         env = make_eval_env(env_cfg, self.continuous, self.cfg.frame_stack)
         agent = PolicyAgent(LoadedPolicy(policy, {"action_space": {
             "type": "box" if self.continuous else "discrete"}}, Path()))
         was_training = policy.training
         policy.set_training_mode(False)
         try:
-            records = list(evaluate(env, agent, self.cfg.eval.episodes, seed=0))
+            # batch-1 inference: a second thread only adds synchronisation cost
+            with torch_threads(1):
+                records = list(evaluate(env, agent, self.cfg.eval.episodes,
+                                        seed=VALIDATION_SEED))
         finally:
             env.close()
             policy.set_training_mode(was_training)
@@ -261,11 +250,10 @@ class TeacherHooks:
                          disable=parent.quiet, desc="teacher (privileged state)")
 
     def progress(self, timesteps: int, successes: list[float]) -> None:
-        self._bar.n = min(timesteps, self._bar.total)
         if successes:
             self._bar.set_postfix({"success": f"{np.mean(successes[-100:]):.2f}"},
                                   refresh=False)
-        self._bar.refresh()
+        self._bar.update(max(0, min(timesteps, self._bar.total) - self._bar.n))
         if timesteps >= self._bar.total:
             self._bar.close()
 
@@ -277,12 +265,6 @@ class TeacherHooks:
 
     def should_stop(self) -> bool:
         return self.parent.should_stop()
-
-
-def _replace_env(cfg: TrainConfig, **changes):
-    import dataclasses
-
-    return dataclasses.replace(cfg.env, **changes)
 
 
 def latest_trainer_state(run_dir: Path) -> tuple[Path, dict[str, Any]]:
@@ -300,7 +282,10 @@ def write_run_files(run_dir: Path, cfg: TrainConfig, argv: list[str], device: st
     """config.yaml and run.json, written before training starts."""
     run_dir.mkdir(parents=True, exist_ok=True)
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    (run_dir / "config.yaml").write_text(text)
+    fd, tmp = tempfile.mkstemp(prefix=".config.yaml.", dir=run_dir)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, run_dir / "config.yaml")
     previous = {}
     if (run_dir / "run.json").is_file():
         previous = json.loads((run_dir / "run.json").read_text())
@@ -315,4 +300,6 @@ def write_run_files(run_dir: Path, cfg: TrainConfig, argv: list[str], device: st
         "device": device,
         "started": previous.get("started", datetime.now(timezone.utc).isoformat()),
         "python_executable": sys.executable,
+        "randomization_groups": {f.name: f.metadata["group"]
+                                 for f in dataclasses.fields(cfg.env.randomization)},
     })

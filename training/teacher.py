@@ -8,6 +8,8 @@ env worker runs to label the student's own visits.
 from __future__ import annotations
 
 import dataclasses
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -54,8 +56,13 @@ def train_teacher(cfg: TrainConfig, hooks, device: str, run_dir: Path) -> MLPTea
     for dst, src in zip([m for m in net if isinstance(m, nn.Linear)], heads):
         dst.load_state_dict(src.state_dict())
     state_dict = {k: v.clone() for k, v in net.state_dict().items()}
-    (run_dir / "teacher").mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": state_dict, "state_size": state_size, "n_out": n_out},
-               run_dir / "teacher" / "teacher.pt")
+    if model.num_timesteps >= cfg.distill.teacher_timesteps:
+        # only a fully trained teacher is kept for reuse by a resumed run
+        folder = run_dir / "teacher"
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".teacher.", dir=folder)
+        os.close(fd)
+        torch.save({"state_dict": state_dict, "state_size": state_size, "n_out": n_out}, tmp)
+        os.replace(tmp, folder / "teacher.pt")
     return MLPTeacher(state_dict, teacher_layers(state_size, n_out, hooks.continuous),
                       hooks.continuous)

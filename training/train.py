@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +51,11 @@ def load_run_config(run_dir: Path) -> TrainConfig:
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
-    return from_dict(TrainConfig, yaml.safe_load(path.read_text()))
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    return from_dict(TrainConfig, data)
 
 
 def train(cfg: TrainConfig, run_dir: Path, argv: list[str] | None = None, resume: bool = False,
@@ -111,7 +114,10 @@ def _policy_state(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def _train_ppo(cfg, hooks, device, run_dir, resume_state, resume_folder):
-    venv = make_vec_env(cfg.env, cfg.n_envs, cfg.seed, hooks.continuous, cfg.frame_stack,
+    # a resumed run must not replay the episodes it started with: offset the env seeds
+    seed = cfg.seed + (1_000 * (1 + int(resume_state.get("n_updates", 0))) if resume_state
+                       else 0)
+    venv = make_vec_env(cfg.env, cfg.n_envs, seed, hooks.continuous, cfg.frame_stack,
                         cfg.vec_env, hooks.monitor_dir)
     try:
         model = ppo_mod.make_ppo(cfg, venv, str(device), str(run_dir / "tb"))
@@ -171,40 +177,53 @@ def _train_distill(cfg, hooks, device, run_dir, resume_state, resume_folder):
             teacher = train_teacher(cfg, hooks, str(device), run_dir)
     student = optimizer_state = state = None
     if resume_state:
-        from gymnasium import spaces
-
-        obs = cfg.env.observation
-        channels = (3 * obs.camera + obs.depth + obs.segmentation) * cfg.frame_stack
-        student = distill_mod.make_student(cfg, (obs.height, obs.width, channels),
-                                           spaces.Discrete(5), device)
+        student = _fresh_student(cfg, device)
         student.load_state_dict(_policy_state(resume_folder))
         optimizer_state = resume_state["optimizer"]
         state = distill_mod.DistillState(int(resume_state["timesteps"]),
                                          int(resume_state["iteration"]),
                                          int(resume_state["episodes"]))
-    if not hooks.should_stop():
-        student, optimizer, state = distill_mod.distill(
-            cfg, _DistillHooks(hooks), device, teacher, student, optimizer_state, state)
+    if hooks.should_stop():
+        # stopped during the teacher phase: keep a resumable (untrained) student checkpoint
+        state = state or distill_mod.DistillState()
+        if student is None:
+            student = _fresh_student(cfg, device)
+        optimizer = torch.optim.Adam(student.parameters(), lr=cfg.distill.learning_rate)
+        hooks.save_trainer(student, _distill_trainer_state(optimizer, state), state.timesteps)
+        return student, state.timesteps
+    student, optimizer, state = distill_mod.distill(
+        cfg, _DistillHooks(hooks), device, teacher, student, optimizer_state, state)
     finetune = cfg.distill.finetune_timesteps
     if finetune > 0 and not hooks.should_stop():
-        student = _finetune(cfg, hooks, device, run_dir, student, state.timesteps)
-    return student, state.timesteps + (finetune if finetune > 0 else 0)
+        return _finetune(cfg, hooks, device, run_dir, student, state.timesteps)
+    return student, state.timesteps
+
+
+def _fresh_student(cfg, device):
+    from gymnasium import spaces
+
+    obs = cfg.env.observation
+    channels = (3 * obs.camera + obs.depth + obs.segmentation) * cfg.frame_stack
+    return distill_mod.make_student(cfg, (obs.height, obs.width, channels), spaces.Discrete(5),
+                                    device)
 
 
 def _finetune(cfg, hooks, device, run_dir, student, start_timesteps):
-    """Optional PPO fine-tuning of the distilled student on the task reward."""
+    """Optional PPO fine-tuning of the distilled student on the task reward.
+
+    Its steps continue the distillation's count, so evaluation, checkpoints and the progress
+    bar carry on where distillation stopped.
+    """
     venv = make_vec_env(cfg.env, cfg.n_envs, cfg.seed + 90_000, hooks.continuous,
-                        cfg.frame_stack, cfg.vec_env)
+                        cfg.frame_stack, cfg.vec_env, hooks.monitor_dir)
     try:
         ft_cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(
             cfg.ppo, learning_rate=cfg.ppo.learning_rate * 0.3))
         model = ppo_mod.make_ppo(ft_cfg, venv, str(device), str(run_dir / "tb"))
         model.policy.load_state_dict(student.state_dict())
-        ppo_mod.learn(model, ft_cfg, hooks, cfg.distill.finetune_timesteps)
-        return model.policy
+        model.num_timesteps = start_timesteps
+        hooks.total_timesteps = start_timesteps + cfg.distill.finetune_timesteps
+        ppo_mod.learn(model, ft_cfg, hooks, hooks.total_timesteps)
+        return model.policy, model.num_timesteps
     finally:
         venv.close()
-
-
-def read_summary(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "train_summary.json").read_text())
