@@ -109,15 +109,18 @@ def test_unknown_preset_is_named():
 def test_sigint_saves_checkpoint_and_exits_zero(tmp_path: Path):
     run_dir = tmp_path / "interrupted"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # subprocess envs, and Ctrl-C sent to the whole process group as a terminal does
     proc = subprocess.Popen(
         [sys.executable, "-m", "embodied_cli", "train", "--config", "tiny", "--run-dir",
-         str(run_dir), "--quiet", "distill.total_timesteps=100000", "eval.every_timesteps=0"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         str(run_dir), "--quiet", "distill.total_timesteps=100000", "eval.every_timesteps=0",
+         "vec_env=subproc"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not (run_dir / "monitor").exists():
+    while time.time() < deadline and not (run_dir / "checkpoints" / "latest.json").exists():
         time.sleep(0.2)
-    time.sleep(3.0)
-    proc.send_signal(signal.SIGINT)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     assert "embodied train --resume" in out

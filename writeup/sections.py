@@ -792,6 +792,22 @@ def _p_this_run(doc: Doc, cmd: Commands) -> str:
 # -------------------------------------------------------------------------------- limits
 
 
+def _plateau(doc: Doc) -> str:
+    """Where the periodic held-out success peaked, and where it ended."""
+    curve = doc.value(CURVE) or []
+    rates = [row.get("success_rate") for row in curve]
+    if len(rates) < 2 or not all(is_number(r) for r in rates):
+        return ""
+    best = max(range(len(rates)), key=lambda i: rates[i])
+    if best == len(rates) - 1:
+        return " Its held-out success was still rising when the budget ran out."
+    last = len(rates) - 1
+    return (f" Its periodic held-out success peaked at {doc.num(CURVE, best, 'success_rate')} "
+            f"after {doc.num(CURVE, best, 'timesteps', kind='int')} steps and ended at "
+            f"{doc.num(CURVE, last, 'success_rate')}: further DAgger iterations on a growing "
+            "buffer did not help, and the checkpoint kept is the peak one.")
+
+
 def limits(doc: Doc, cmd: Commands) -> str:
     items = [
         "Simulation only: TinyRenderer draws flat-shaded primitives without shadows, so the "
@@ -814,8 +830,8 @@ def limits(doc: Doc, cmd: Commands) -> str:
                         " episodes of one training seed; its intervals cover episode noise, "
                         "not seed-to-seed variation.")
     if doc.has(TRAIN) and not is_number(doc.value(TRAIN, "time_to_90pct_heldout_s")):
-        items.insert(0, "This run never reached 90 % held-out success within its budget; the "
-                        "numbers above describe a policy that is still learning.")
+        items.insert(0, "This run never reached 90 % held-out success within its budget."
+                     + _plateau(doc))
     return _join("## Trade-offs and known limits", "\n".join(f"- {t}" for t in items))
 
 
