@@ -152,6 +152,11 @@ class ObservationConfig:
     depth_max_m: float = 6.0
     """Depth encoding range."""
 
+    @property
+    def image_channels(self) -> int:
+        """Channels of one image frame: RGB, then depth, then segmentation."""
+        return 3 * self.camera + self.depth + self.segmentation
+
 
 @dataclass(frozen=True)
 class EnvConfig:

@@ -104,7 +104,7 @@ class CameraNavEnv(gym.Env):
         self.render_size = render_size
         self.metadata = {**self.metadata, "render_fps": int(config.control_hz)}
         obs = config.observation
-        self._image_channels = 3 * obs.camera + obs.depth + obs.segmentation
+        self._image_channels = obs.image_channels
         self._state_size = (obs.lidar_rays * obs.lidar + 4 * obs.proprio + 7 * obs.privileged)
         image_space = spaces.Box(0, 255, (obs.height, obs.width, self._image_channels), np.uint8)
         state_space = spaces.Box(-np.inf, np.inf, (self._state_size,), np.float32)

@@ -158,7 +158,7 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
 def camera_rgb(obs: Any, obs_cfg) -> np.ndarray:
     """The newest camera frame as RGB (H, W, 3), whatever channels and stacking are on."""
     image = obs["image"] if isinstance(obs, dict) else obs
-    per_frame = 3 * obs_cfg.camera + obs_cfg.depth + obs_cfg.segmentation
+    per_frame = obs_cfg.image_channels
     newest = image[..., -per_frame:]
     if obs_cfg.camera:
         return np.ascontiguousarray(newest[..., :3])

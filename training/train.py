@@ -203,7 +203,7 @@ def _fresh_student(cfg, device):
     from gymnasium import spaces
 
     obs = cfg.env.observation
-    channels = (3 * obs.camera + obs.depth + obs.segmentation) * cfg.frame_stack
+    channels = obs.image_channels * cfg.frame_stack
     return distill_mod.make_student(cfg, (obs.height, obs.width, channels), spaces.Discrete(5),
                                     device)
 
