@@ -9,9 +9,7 @@ beside them because figures from a busy 2-core machine move by +-25 %.
 from __future__ import annotations
 
 import gc
-import importlib.metadata
 import os
-import platform
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +22,7 @@ from envs.nav_env import CameraNavEnv
 from envs.scene import render_camera
 from eval import metrics
 from eval.rollout import OracleAgent, evaluate
+from policies.deploy import machine_info as deploy_machine_info
 
 TARGETS = {
     "env_vs_bound": 0.8,
@@ -50,23 +49,8 @@ MESH_ROBOT_AHEAD_M = 1.0
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, core count, 1-minute load and library versions of this machine."""
-    model = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f
-                          if line.startswith("model name")), model)
-    except OSError:
-        pass
-    versions = {name: importlib.metadata.version(name)
-                for name in ("pybullet", "numpy", "gymnasium")}
-    return {
-        "cpu": model,
-        "cores": os.cpu_count(),
-        "load_avg_1m": round(os.getloadavg()[0], 2),
-        "python": platform.python_version(),
-        **versions,
-    }
+    """CPU model, core count, 1-minute load and the simulation libraries' versions."""
+    return deploy_machine_info(("pybullet", "numpy", "gymnasium"))
 
 
 def rss_mb() -> float:

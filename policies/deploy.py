@@ -430,10 +430,10 @@ _LATENCY_QS = {"p50": 50.0, "p99": 99.0, "p99_9": 99.9}
 _TIMING_QS = {"p50": 50.0, "p99": 99.0}
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU model, cores, 1-minute load (other work running) and runtime versions.
+def machine_info(packages: tuple[str, ...] = ("onnxruntime", "torch")) -> dict[str, Any]:
+    """CPU model, cores, 1-minute load (other work running) and the versions of `packages`.
 
-    Keys match `eval.bench.machine_info` ("cpu", "cores", "load_avg_1m", "python").
+    Every benchmark stamps its JSON with this, so the writeup can name the machine.
     """
     model = platform.processor() or "unknown"
     with contextlib.suppress(OSError):
@@ -442,7 +442,7 @@ def machine_info() -> dict[str, Any]:
                 model = line.split(":", 1)[1].strip()
                 break
     load = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
-    versions = {name: importlib.metadata.version(name) for name in ("onnxruntime", "torch")}
+    versions = {name: importlib.metadata.version(name) for name in packages}
     return {"cpu": model, "cores": os.cpu_count(), "load_avg_1m": load,
             "python": platform.python_version(), "platform": platform.platform(), **versions}
 
