@@ -83,7 +83,7 @@ class RandomizationConfig:
     cylinder_fraction: Range = _rng(0.0, 1.0, "layout", "Chance an obstacle is a cylinder.",
                                     limits=(0.0, 1.0))
     goal_height_m: Range = _rng(0.8, 1.1, "layout", "Goal beacon height.", limits=(0.5, 1.5))
-    beacon_radius_m: Range = _rng(0.12, 0.16, "layout", "Goal beacon radius (visual only).",
+    beacon_radius_m: Range = _rng(0.22, 0.28, "layout", "Goal beacon radius (visual only).",
                                   limits=(0.03, 0.3))
     # physics
     friction: Range = _rng(0.7, 1.3, "physics", "Wheel traction (1 = no slip).",

@@ -22,7 +22,12 @@ def heading_error(pose: np.ndarray, target_xy: np.ndarray) -> float:
     return (err + math.pi) % (2 * math.pi) - math.pi
 
 
-def discrete_action(err: float, turn_in_place_rad: float = 0.7, arc_rad: float = 0.2) -> int:
+TURN_IN_PLACE_RAD = 0.7
+"""Heading error (rad) beyond which the discrete oracle turns in place rather than driving."""
+
+
+def discrete_action(err: float, turn_in_place_rad: float = TURN_IN_PLACE_RAD,
+                    arc_rad: float = 0.2) -> int:
     """forward (0), forward-left/right (1/2), turn left/right in place (3/4) by heading error."""
     if abs(err) > turn_in_place_rad:
         return 3 if err > 0 else 4
@@ -47,10 +52,13 @@ class Oracle:
 
     Call `reset(info)` with each episode's reset info, then `act(info)` every step.
 
-    With `camera_aware=True` it becomes a teacher a camera student can imitate: until the goal
-    has first come into the camera's field of view it turns left in place (a search the
-    student can reproduce from its image alone) instead of turning whichever way the map says
-    is shorter, which the student cannot see. The plain oracle is the upper reference.
+    With `camera_aware=True` it becomes a teacher a memoryless camera student can imitate:
+    whenever the goal is outside the camera's field of view and the plan calls for turning in
+    place, it turns left (a search the student can reproduce from its image alone) instead of
+    whichever way the map says is shorter, which the image does not show. The rule depends on
+    the current state only: a teacher that remembers having seen the goal labels the same
+    goal-less image "left" early in an episode and "right" later, and a student trained on both
+    dithers between them. The plain oracle is the upper reference.
     """
 
     def __init__(self, continuous: bool = False, lookahead_m: float = 0.45,
@@ -79,7 +87,6 @@ class Oracle:
         if not np.isfinite(field[safe.cell(start)]):
             safe, field = grid, distance_field(grid, goal)
         self.grid, self.field = safe, field
-        self.goal_seen = False
         fov = info.get("scene", {}).get("camera_fov_deg")
         if fov is not None:
             self.half_fov_rad = math.radians(fov) / 2 * self.fov_margin
@@ -89,14 +96,13 @@ class Oracle:
             raise RuntimeError("call Oracle.reset(reset_info) at the start of each episode")
         pose = np.asarray(info["pose"], dtype=float)
         goal = np.asarray(info["goal"], dtype=float)
-        if self.camera_aware and not self.goal_seen:
-            if abs(heading_error(pose, goal)) > self.half_fov_rad:
-                return np.array([0.0, 1.0], dtype=np.float32) if self.continuous else 3
-            self.goal_seen = True
         waypoint = next_waypoint(self.grid, self.field, pose[:2], self.lookahead_m)
-        if np.linalg.norm(np.asarray(info["goal"]) - pose[:2]) < self.lookahead_m:
-            waypoint = np.asarray(info["goal"], dtype=float)
+        if np.linalg.norm(goal - pose[:2]) < self.lookahead_m:
+            waypoint = goal
         err = heading_error(pose, waypoint)
+        if (self.camera_aware and abs(err) > TURN_IN_PLACE_RAD
+                and abs(heading_error(pose, goal)) > self.half_fov_rad):
+            return np.array([0.0, 1.0], dtype=np.float32) if self.continuous else 3
         if self.continuous:
             linear = max(0.0, math.cos(err)) ** 2
             angular = float(np.clip(2.0 * err, -1.0, 1.0))

@@ -427,6 +427,30 @@ def test_oracle_reaches_heldout_goals() -> None:
     env.close()
 
 
+def test_camera_aware_oracle_reaches_goals_and_searches_left_only() -> None:
+    """The distillation teacher: memoryless, so it must succeed without remembering the goal,
+    and out of view it never turns right in place (the student could not tell which way)."""
+    from policies.oracle import heading_error
+
+    env = small(split="heldout")
+    successes = 0
+    for k in range(10):
+        obs, info = env.reset(seed=60_000 + k)
+        oracle = Oracle(camera_aware=True)
+        oracle.reset(info)
+        done = False
+        while not done:
+            action = oracle.act(info)
+            out_of_view = abs(heading_error(np.asarray(info["pose"]),
+                                            np.asarray(info["goal"]))) > oracle.half_fov_rad
+            assert not (out_of_view and action == 4)
+            obs, _, terminated, truncated, info = env.step(action)
+            done = terminated or truncated
+        successes += info["success"]
+    assert successes >= 9
+    env.close()
+
+
 def test_oracle_drives_the_continuous_env() -> None:
     env = small(ENV_IDS[1], split="heldout")
     assert run_oracle(env, seed=7)[2]["success"]

@@ -72,20 +72,27 @@ class DistillConfig:
     """Camera frames the student collects in total."""
     steps_per_iteration: int = 4_000
     """Frames collected per DAgger iteration (split over the envs)."""
-    expert_iterations: int = 1
+    expert_iterations: int = 2
     """Leading iterations driven entirely by the teacher (beta = 1)."""
-    beta_decay_iterations: int = 4
+    beta_decay_iterations: int = 8
     """Iterations over which the teacher's share of executed actions falls from 1 to 0."""
     grad_steps_per_iteration: int = 300
     """Gradient steps after each iteration."""
     batch_size: int = 256
     """Minibatch size."""
     learning_rate: float = 5e-4
-    """Adam learning rate."""
+    """Adam learning rate at the start."""
+    lr_final_fraction: float = 0.1
+    """Learning rate at the end of the run, as a fraction of the start (linear decay over
+    total_timesteps or time_budget_s, whichever ends first)."""
     buffer_size: int = 120_000
     """Aggregated frames kept (oldest dropped)."""
+    balance_actions: bool = True
+    """Weight the discrete imitation loss by 1/sqrt(action frequency) in the buffer."""
     augment_shift_px: int = 4
     """Random-shift augmentation (pixels, 0 = off) for robustness to unseen appearance."""
+    augment_colour: bool = True
+    """Colour augmentation that keeps the red goal red (see distill.colour_jitter)."""
     finetune_timesteps: int = 0
     """Optional PPO fine-tuning steps after distillation (0 = none)."""
 
@@ -163,6 +170,9 @@ class TrainConfig:
             value = getattr(self.ppo, name)
             if not 0 < value <= 1:
                 raise ConfigError(f"ppo.{name}: must be in (0, 1], got {value}")
+        if not 0 <= self.distill.lr_final_fraction <= 1:
+            raise ConfigError("distill.lr_final_fraction: must be in [0, 1], got "
+                              f"{self.distill.lr_final_fraction}")
         if self.distill.augment_shift_px < 0:
             raise ConfigError("distill.augment_shift_px: must be >= 0")
         if self.time_budget_s < 0:

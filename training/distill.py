@@ -86,15 +86,51 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator,
     return out
 
 
+def colour_jitter(images: torch.Tensor, generator: torch.Generator,
+                  gain: float = 0.3) -> torch.Tensor:
+    """Colour augmentation that keeps the goal's cue: the red channel is left alone, while
+    green and blue are swapped for half of the images (hue h -> -h, a mirror about red) and
+    scaled by independent gains in [1 - gain, 1 + gain].
+
+    Obstacles, walls and floor then take hues the split's colour bands never produce, so the
+    student has to find them by shape and shading; the saturated red beacon stays red.
+    """
+    if gain <= 0:
+        return images
+    n, c, h, w = images.shape
+    frames = images.reshape(n, c // 3, 3, h, w)  # stacked frames share one draw
+    out = frames.clone()
+    swap = torch.rand(n, generator=generator) < 0.5
+    out[swap, :, 1], out[swap, :, 2] = frames[swap, :, 2], frames[swap, :, 1]
+    gains = 1.0 + gain * (2 * torch.rand((n, 1, 2, 1, 1), generator=generator) - 1)
+    out[:, :, 1:3] = (out[:, :, 1:3].float() * gains).clamp_(0, 255).to(images.dtype)
+    return out.reshape(n, c, h, w)
+
+
+def class_weights(actions: np.ndarray, n_actions: int) -> torch.Tensor:
+    """Per-action loss weights ~ 1/sqrt(frequency) in the buffer, mean 1 over the samples.
+
+    A student that spins searching for the goal fills the buffer with "turn left" labels; left
+    unweighted, the rare "drive" labels (the goal in view) stop moving the argmax and the
+    student never learns to leave the spin.
+    """
+    counts = np.bincount(actions.astype(np.int64), minlength=n_actions).astype(np.float64)
+    weights = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1.0)), 0.0)
+    weights /= (weights * counts).sum() / counts.sum()
+    return torch.as_tensor(weights, dtype=torch.float32)
+
+
 def imitation_loss(policy: ActorCriticPolicy, obs: torch.Tensor, expert: torch.Tensor,
-                   continuous: bool) -> tuple[torch.Tensor, float]:
-    """Cross-entropy (discrete) or MSE on the mean action (continuous); also the agreement."""
+                   continuous: bool, weights: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, float]:
+    """Cross-entropy (discrete, optionally class-weighted) or MSE on the mean action
+    (continuous); also the agreement."""
     dist = policy.get_distribution(obs)
     if continuous:
         mean = dist.distribution.mean
         return F.mse_loss(mean, expert), float((mean - expert).abs().mean())
     logits = dist.distribution.logits
-    loss = F.cross_entropy(logits, expert.long())
+    loss = F.cross_entropy(logits, expert.long(), weight=weights)
     return loss, float((logits.argmax(1) == expert.long()).float().mean())
 
 
@@ -121,8 +157,9 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                                                         DistillState]:
     """Run DAgger until `distill.total_timesteps` frames; returns the student and its state.
 
-    `hooks` receives progress (`on_iteration`), may evaluate/checkpoint, and may stop early
-    (`should_stop`, e.g. on Ctrl-C).
+    `hooks` receives progress (`on_iteration`), may evaluate/checkpoint, may stop early
+    (`should_stop`, e.g. on Ctrl-C), and says how much of the run is done (`progress`, which
+    drives the learning-rate decay).
     """
     d = cfg.distill
     state = state or DistillState()
@@ -174,13 +211,22 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
             t1 = time.perf_counter()
             torch.set_num_threads(cfg.torch_threads_train)
             student.set_training_mode(True)
+            # Linear decay to lr_final_fraction: late iterations refine rather than overwrite
+            # what the student learned, so neighbouring checkpoints differ less.
+            frac = 1.0 - (1.0 - d.lr_final_fraction) * hooks.progress(state.timesteps)
+            for group in optimizer.param_groups:
+                group["lr"] = d.learning_rate * frac
             losses, agreements = [], []
+            weights = None if continuous or not d.balance_actions else class_weights(
+                buffer.actions[:buffer.size], venv.action_space.n).to(device)
             for _ in range(d.grad_steps_per_iteration):
                 batch_obs, batch_act = buffer.sample(rng, d.batch_size)
                 images = random_shift(torch.as_tensor(batch_obs), d.augment_shift_px, gen)
+                if d.augment_colour:
+                    images = colour_jitter(images, gen)
                 images = images.to(device)
                 target = torch.as_tensor(batch_act, device=device)
-                loss, agreement = imitation_loss(student, images, target, continuous)
+                loss, agreement = imitation_loss(student, images, target, continuous, weights)
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
@@ -192,6 +238,7 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                 "distill/loss": float(np.mean(losses)),
                 "distill/teacher_agreement": float(np.mean(agreements)),
                 "distill/beta": beta,
+                "distill/learning_rate": d.learning_rate * frac,
                 "distill/buffer_frames": buffer.size,
                 "time/collect_s": collect_s,
                 "time/train_s": time.perf_counter() - t1,

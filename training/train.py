@@ -152,6 +152,14 @@ class _DistillHooks:
     def should_stop(self) -> bool:
         return self.h.should_stop()
 
+    def progress(self, timesteps: int) -> float:
+        """Fraction of the run done, by steps or by the time budget, whichever is further."""
+        done = timesteps / self.h.cfg.distill.total_timesteps
+        budget = self.h.cfg.time_budget_s
+        if budget > 0:
+            done = max(done, self.h.elapsed_s() / budget)
+        return min(1.0, done)
+
     def on_iteration(self, student, optimizer, state, stats: dict[str, float]) -> None:
         t = state.timesteps
         self.h.log_scalars(t, stats)

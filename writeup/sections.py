@@ -234,7 +234,8 @@ def _env_row(doc: Doc, resolution: Any) -> int | None:
 
 def decisions(doc: Doc, cmd: Commands) -> str:
     return _join("## Key decisions", *(f(doc, cmd) for f in (
-        _d_renderer, _d_robot, _d_resolution, _d_vec, _d_method, _d_runtime, _d_messages,
+        _d_renderer, _d_robot, _d_resolution, _d_vec, _d_method, _d_student, _d_runtime,
+        _d_messages,
         _d_checkpoints, _d_success)))
 
 
@@ -354,6 +355,38 @@ def _d_method(doc: Doc, cmd: Commands) -> str:
         "supervised signal, where PPO must discover the goal from reward; DAgger labels the "
         "states the student itself visits, which removes behaviour cloning's compounding "
         "errors (Learning by Cheating, Chen et al. 2019).", measured)
+
+
+def _d_student(doc: Doc, cmd: Commands) -> str:
+    def setting(key: str, default: Any) -> Any:
+        value = doc.value(CONFIG, "distill", key)
+        return default if value is None else value
+
+    stack = doc.value(CONFIG, "frame_stack") or 1
+    chosen = (f"this run: frame stack {stack}, class-weighted loss "
+              f"{'on' if setting('balance_actions', False) else 'off'}, colour augmentation "
+              f"{'on' if setting('augment_colour', False) else 'off'}, random shift "
+              f"{setting('augment_shift_px', 0)} px.")
+    if doc.has(HELDOUT) and doc.value(HELDOUT, "policy") is not None:
+        measured = (f"held-out success {doc.ci(HELDOUT, 'policy', 'success_rate')}, "
+                    f"{doc.num(HELDOUT, 'policy', 'collisions_per_episode', kind='metric')} "
+                    f"collisions per episode ({HELDOUT}); the robustness sweep below isolates "
+                    "appearance.")
+    else:
+        measured = produce(cmd.eval())
+    return _decision(
+        "Making the teacher imitable from pixels", chosen,
+        "the plain planner as teacher; a teacher that searches left only until it has first "
+        "seen the goal; an unweighted loss; shift augmentation only; a recurrent student.",
+        "a memoryless camera student can only copy what its images determine. A teacher that "
+        "remembers having seen the goal labels the same goal-less image \"left\" early and "
+        "\"right\" later, and the student dithers between them; the state-only rule (out of view "
+        "and turning in place: turn left) removes that. Searching fills the buffer with "
+        "\"turn left\" labels, which an unweighted loss lets drown the rare \"drive to the "
+        "beacon\" ones. Held-out walls and obstacles have hues the training split never draws; "
+        "swapping and rescaling green and blue (red untouched) makes colour useless for "
+        "finding them while the red beacon stays the one red thing. Two stacked frames tell "
+        "the student which way it was turning.", measured)
 
 
 def _d_runtime(doc: Doc, cmd: Commands) -> str:
@@ -819,6 +852,10 @@ def limits(doc: Doc, cmd: Commands) -> str:
         "randomization beyond one step are not trained for.",
         "The distillation teacher is a privileged planner with the full map; the student can "
         "only be as good as what the camera reveals of it.",
+        "The colour augmentation mirrors hues about red (green and blue swapped), which maps "
+        "the training colour bands onto parts of the held-out ones: held-out scenes, textures "
+        "and layouts are never rendered in training, but held-out success is no test of hues "
+        "the augmentation cannot produce.",
         "Timings come from small shared machines and move with background load; every "
         "benchmark table names its machine and the load when it started.",
         "The deploy loop is ROS 2-shaped (nodes, topics, messages, bags) but runs in one "

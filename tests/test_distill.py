@@ -1,0 +1,56 @@
+"""Distillation pieces a user relies on: the class weights and the augmentations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from training.distill import class_weights, colour_jitter, random_shift
+
+
+def test_class_weights_follow_inverse_sqrt_frequency_with_mean_one() -> None:
+    actions = np.array([3] * 16 + [0] * 4)  # 16 "turn left", 4 "forward", no other actions
+    w = class_weights(actions, 5).numpy()
+    # raw weights 1/4 and 1/2; their sample mean is (16/4 + 4/2) / 20 = 0.3
+    assert w[3] == pytest.approx(0.25 / 0.3)
+    assert w[0] == pytest.approx(0.5 / 0.3)
+    assert w[1] == w[2] == w[4] == 0.0
+    assert (w[actions]).mean() == pytest.approx(1.0)
+
+
+def test_colour_jitter_keeps_red_and_only_moves_green_and_blue() -> None:
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
+    out = colour_jitter(images, gen)
+    assert out.dtype == torch.uint8 and out.shape == images.shape
+    assert torch.equal(out[:, 0], images[:, 0])
+    assert not torch.equal(out[:, 1:], images[:, 1:])
+    # a pure red pixel stays pure red whatever the draw
+    red = torch.zeros((16, 3, 2, 2), dtype=torch.uint8)
+    red[:, 0] = 220
+    assert torch.equal(colour_jitter(red, gen), red)
+
+
+def test_colour_jitter_is_seeded() -> None:
+    images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
+    a = colour_jitter(images, torch.Generator().manual_seed(3))
+    b = colour_jitter(images, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_random_shift_moves_content_by_at_most_pad() -> None:
+    images = torch.zeros((4, 1, 16, 16), dtype=torch.uint8)
+    images[:, :, 8, 8] = 255
+    out = random_shift(images, 2, torch.Generator().manual_seed(1), groups=4)
+    for img in out:
+        ys, xs = torch.nonzero(img[0] == 255, as_tuple=True)
+        assert len(ys) == 1 and abs(int(ys[0]) - 8) <= 2 and abs(int(xs[0]) - 8) <= 2
+
+
+def test_colour_jitter_draws_once_per_stacked_observation() -> None:
+    frame = torch.randint(0, 256, (8, 3, 6, 6), dtype=torch.uint8)
+    stacked = torch.cat([frame, frame], dim=1)  # two identical frames per observation
+    out = colour_jitter(stacked, torch.Generator().manual_seed(5))
+    assert torch.equal(out[:, :3], out[:, 3:])
+    assert torch.equal(out[:, 0], stacked[:, 0]) and torch.equal(out[:, 3], stacked[:, 3])
