@@ -1,8 +1,8 @@
 """Training benchmarks: PPO throughput per vec-env layout, and wall-clock to success per method.
 
 `bench_train` measures end-to-end PPO steps/s (collection + updates) side by side in one run:
-the naive layout (1 env in-process, torch's default threads) against the tuned one (4
-subprocess envs, 1 torch thread while collecting, 2 while training). `bench_learn` trains
+the naive layout (1 env in-process, torch's default threads) against 2, 4 and 8 subprocess
+envs with 1 torch thread while collecting and 2 while training. `bench_learn` trains
 each method under the same wall-clock budget and reports when the periodic held-out
 evaluation first reached 90 % success, confirmed by a final 200-episode held-out evaluation.
 """
@@ -31,6 +31,7 @@ LAYOUTS = (
     ("naive: 1 env in-process, default threads", 1, "dummy", None, None),
     ("2 subprocess envs, 1/2 threads", 2, "subproc", 1, 2),
     ("4 subprocess envs, 1/2 threads", 4, "subproc", 1, 2),
+    ("8 subprocess envs, 1/2 threads", 8, "subproc", 1, 2),
 )
 
 
