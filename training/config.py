@@ -92,7 +92,8 @@ class DistillConfig:
     augment_shift_px: int = 4
     """Random-shift augmentation (pixels, 0 = off) for robustness to unseen appearance."""
     augment_colour: bool = True
-    """Colour augmentation that keeps the red goal red (see distill.colour_jitter)."""
+    """Colour augmentation that keeps the red goal red (see distill.colour_jitter); applies
+    when the camera frame is RGB only (no depth or segmentation channels)."""
     finetune_timesteps: int = 0
     """Optional PPO fine-tuning steps after distillation (0 = none)."""
 

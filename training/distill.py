@@ -181,6 +181,8 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
         action_shape = venv.action_space.shape or ()
         buffer = FrameBuffer(d.buffer_size, (image_shape[2], image_shape[0], image_shape[1]),
                              action_shape, np.float32 if continuous else np.int64)
+        # Only for frames that are exactly RGB: depth and segmentation channels are not colours.
+        colour = d.augment_colour and cfg.env.observation.image_channels == 3
         rng = np.random.default_rng(cfg.seed + state.iteration)
         gen = torch.Generator().manual_seed(cfg.seed + state.iteration)
         obs = venv.reset()
@@ -222,7 +224,7 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
             for _ in range(d.grad_steps_per_iteration):
                 batch_obs, batch_act = buffer.sample(rng, d.batch_size)
                 images = random_shift(torch.as_tensor(batch_obs), d.augment_shift_px, gen)
-                if d.augment_colour:
+                if colour:
                     images = colour_jitter(images, gen)
                 images = images.to(device)
                 target = torch.as_tensor(batch_act, device=device)
