@@ -138,10 +138,10 @@ def method_figure(rows: Sequence[Mapping[str, Any]], budget_s: float | None) -> 
     ax.axhline(0.9, color="tab:red", linewidth=0.8, linestyle="--", label="90 % success")
     ax.set_xlim(0, right * 1.03 or None)
     ax.set_xlabel("wall-clock (s)")
-    ax.set_ylabel("held-out success rate")
+    ax.set_ylabel("held-out validation success")
     ax.set_ylim(-0.03, 1.03)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8)
     ax.set_title("Wall-clock to success per method")
     return fig
 
