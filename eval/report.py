@@ -158,7 +158,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Run `write(tmp)` on a hidden sibling of `path`, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{path.suffix}")
@@ -171,20 +171,21 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def _write_text(path: Path, text: str) -> Path:
-    return _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+def write_text(path: Path, text: str) -> Path:
+    """UTF-8 text, atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     """`data` as indented strict JSON (NaN written as null), atomically."""
     text = json.dumps(_plain(data), indent=2, allow_nan=False) + "\n"
-    return _write_text(Path(path), text)
+    return write_text(Path(path), text)
 
 
 def write_jsonl(path: str | os.PathLike[str], records: Iterable[Mapping[str, Any]]) -> Path:
     """One strict-JSON object per line, atomically."""
     lines = [json.dumps(_plain(r), allow_nan=False) + "\n" for r in records]
-    return _write_text(Path(path), "".join(lines))
+    return write_text(Path(path), "".join(lines))
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -346,7 +347,7 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]], factor: str, path: str | os.Pa
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower left")
     fig.suptitle(f"Robustness sweep: {factor}")
-    return _atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    return atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
 
 
 def sweep(

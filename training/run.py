@@ -22,7 +22,6 @@ import platform
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -35,7 +34,7 @@ import yaml
 
 from envs.config import to_dict
 from eval import metrics
-from eval.report import torch_threads, write_json
+from eval.report import atomic_write, torch_threads, write_json, write_text
 from eval.rollout import VALIDATION_SEED, PolicyAgent, evaluate, make_eval_env
 from policies.checkpoint import CHECKPOINT_NAME, LoadedPolicy, save_checkpoint
 from training.config import TrainConfig, arch_dict
@@ -228,10 +227,7 @@ class TrainingHooks:
         state = {**trainer_state, "timesteps": timesteps, "wall_clock_s": self.elapsed_s(),
                  "best_success": self.best_success, "best_spl": self.best_spl,
                  "time_to_success_s": self.time_to_success_s}
-        fd, tmp = tempfile.mkstemp(prefix=".trainer.", dir=folder)
-        os.close(fd)
-        torch.save(state, tmp)
-        os.replace(tmp, folder / TRAINER_STATE)
+        atomic_write(folder / TRAINER_STATE, lambda tmp: torch.save(state, tmp))
         write_json(self.run_dir / "checkpoints" / "latest.json", {"path": folder.name,
                                                                    "timesteps": timesteps})
         self.last_ckpt_at = timesteps
@@ -281,11 +277,7 @@ def latest_trainer_state(run_dir: Path) -> tuple[Path, dict[str, Any]]:
 def write_run_files(run_dir: Path, cfg: TrainConfig, argv: list[str], device: str) -> None:
     """config.yaml and run.json, written before training starts."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(prefix=".config.yaml.", dir=run_dir)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, run_dir / "config.yaml")
+    write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     previous = {}
     if (run_dir / "run.json").is_file():
         previous = json.loads((run_dir / "run.json").read_text())

@@ -8,13 +8,12 @@ env worker runs to label the student's own visits.
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from eval.report import atomic_write
 from training.config import TrainConfig
 from training.experts import MLPTeacher, teacher_observation
 from training.ppo import learn, make_ppo
@@ -58,11 +57,7 @@ def train_teacher(cfg: TrainConfig, hooks, device: str, run_dir: Path) -> MLPTea
     state_dict = {k: v.clone() for k, v in net.state_dict().items()}
     if model.num_timesteps >= cfg.distill.teacher_timesteps:
         # only a fully trained teacher is kept for reuse by a resumed run
-        folder = run_dir / "teacher"
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".teacher.", dir=folder)
-        os.close(fd)
-        torch.save({"state_dict": state_dict, "state_size": state_size, "n_out": n_out}, tmp)
-        os.replace(tmp, folder / "teacher.pt")
+        payload = {"state_dict": state_dict, "state_size": state_size, "n_out": n_out}
+        atomic_write(run_dir / "teacher" / "teacher.pt", lambda tmp: torch.save(payload, tmp))
     return MLPTeacher(state_dict, teacher_layers(state_size, n_out, hooks.continuous),
                       hooks.continuous)
