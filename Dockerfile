@@ -1,6 +1,6 @@
 # The `embodied` CLI on CPU: train, evaluate, export and deploy camera navigation policies.
 #   docker build -t embodied .
-#   docker run --rm -v "$PWD/runs:/app/runs" embodied train --config configs/quickstart.yaml
+#   docker run --rm -v "$PWD/runs:/app/runs" embodied train --config quickstart
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

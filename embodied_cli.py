@@ -12,6 +12,8 @@ import argparse  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import rundir  # noqa: E402
+
 
 def _positive_int(text: str) -> int:
     value = int(text)
@@ -20,31 +22,47 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a port number 1-65535, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 1-65535, got {value}")
+    return value
+
+
 class UserError(Exception):
     """A mistake in the command line or its inputs: reported as one line, exit code 2."""
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from training.config import load_config, replace
+    import dataclasses
+
+    from training.config import load_config
     from training.run import default_run_dir
     from training.train import load_run_config, train
 
+    if args.resume_from and not args.resume:
+        raise UserError("--from picks the checkpoint a resumed run starts from; use it with "
+                        "--resume RUN_DIR")
     if args.resume:
-        run_dir = Path(args.resume)
-        cfg = load_run_config(run_dir)
         if args.overrides:
             raise UserError("--resume continues a run with its saved config; drop the overrides")
+        if args.run_dir:
+            raise UserError("--resume names the run directory; drop --run-dir")
+        run_dir = Path(args.resume)
+        cfg = load_run_config(run_dir)
     else:
         cfg = load_config(args.config, args.overrides)
     if args.device:
-        cfg = replace(cfg, device=args.device)
+        cfg = dataclasses.replace(cfg, device=args.device)
     if not args.resume:
         run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg, Path(
             args.config).stem)
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise UserError(f"run directory {run_dir} already exists and is not empty; "
-                            f"pick another --run-dir or continue it with --resume {run_dir}")
-    result = train(cfg, run_dir, argv=args.argv, resume=bool(args.resume), quiet=args.quiet)
+    # train() claims the run directory (one process per run; a new run needs it empty)
+    result = train(cfg, run_dir, argv=args.argv, resume=bool(args.resume), quiet=args.quiet,
+                   resume_from=args.resume_from)
     s = result.summary
     if result.interrupted:
         print(f"\nInterrupted at {result.timesteps:,} steps; checkpoint saved in {run_dir}.")
@@ -64,16 +82,51 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _default_out(target: str | None, name: str) -> Path:
-    base = Path(target) if target else Path("runs")
-    folder = base if base.is_dir() else base.parent
-    return folder / name
+    """Where eval, video, export and deploy write `name` when --out is not given.
+
+    Beside the target when it belongs to a run directory that git does not track (a run under
+    runs/ keeps its outputs with it: <run>/eval_heldout, <run>/best/policy.onnx). Anything
+    else, a bare checkpoint file or a folder under version control such as
+    policies/reference/, is never written into: its outputs go to runs/<its name>/<name>,
+    so the source tree is left as it was. Without a target: runs/<name>.
+    """
+    runs = Path(rundir.DEFAULT_RUNS_DIR)
+    if not target:
+        return runs / name
+    path = Path(target)
+    folder = path if path.is_dir() else path.parent
+    run_dir = rundir.run_dir_of(path)
+    if run_dir is not None and not rundir.tracked_files(run_dir):
+        return folder / name
+    named = path.is_dir() or path.name == rundir.POLICY_FILE  # else name it by its file
+    label = (run_dir or folder).resolve().name if named else path.stem
+    return runs / (label or "checkpoint") / name
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a success rate in [0, 1], got {text!r}"
+                                         ) from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be a success rate in [0, 1], got {value:g}")
+    return value
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from eval import metrics
-    from eval.report import evaluate_all, gate, parse_sweep, sweep
+    from eval.report import evaluate_all, gate
+    from eval.robustness import parse_sweep, sweep
 
-    out = Path(args.out) if args.out else _default_out(args.target, f"eval_{args.split}")
+    # every value is checked before the evaluation starts, so bad input writes nothing
+    sweeps = [parse_sweep(spec) for spec in args.sweep or []]
+    out = Path(args.out) if args.out else _default_out(args.target,
+                                                       rundir.eval_dir_name(args.split))
     summary = evaluate_all(args.target, split=args.split, episodes=args.episodes,
                            seed=args.seed, out_dir=out, progress=not args.quiet)
     rows = {name: summary[name] for name in summary["policies"]}
@@ -83,20 +136,29 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     ratio = summary.get("spl_vs_oracle")
     if ratio is not None:
         print(f"Policy SPL is {ratio:.0%} of the oracle's.")
-    for spec in args.sweep or []:
-        factor, strengths = parse_sweep(spec)
+    print(f"Results: {out / rundir.SUMMARY_FILE}, {out}/{rundir.episodes_file('*')}")
+    for name, row in rows.items():
+        if row["errors"]:
+            print(f"{row['errors']} of {args.episodes} {name} episodes crashed; their errors "
+                  f"are in {out / rundir.episodes_file(name)}", file=sys.stderr)
+    if rows["policy"]["episodes"] == 0:
+        records = rundir.read_jsonl(out / rundir.episodes_file("policy"))
+        first = next((r["error"] for r in records if "error" in r), "unknown error")
+        print(f"embodied eval: error: every one of the {args.episodes} policy episodes "
+              f"crashed, so there is no result (first error: {first})", file=sys.stderr)
+        return 1
+    for factor, strengths in sweeps:
         data = sweep(args.target, factor, strengths, split=args.split,
                      episodes=args.sweep_episodes, seed=args.seed, out_dir=out,
                      progress=not args.quiet)
         print(f"\nRobustness sweep ({factor}):")
         for row in data["rows"]:
             print(f"  strength {row['strength']:<4} {row['policy']:<7} "
-                  f"success {row['success_rate']:.2f}  SPL {row['spl']:.2f}")
-        print(f"  plot: {out / f'sweep_{factor}.png'}")
-    print(f"Results: {out}/summary.json, {out}/episodes_*.jsonl")
+                  f"success {_fmt(row['success_rate'])}  SPL {_fmt(row['spl'])}")
+        print(f"  plot: {out / rundir.sweep_file(factor, '.png')}")
     if args.min_success is not None and not gate(summary, args.min_success):
-        print(f"FAIL: success rate {summary['policy']['success_rate']:.2f} is below "
-              f"--min-success {args.min_success}", file=sys.stderr)
+        print(f"FAIL: success rate {_fmt(rows['policy']['success_rate'])} is below "
+              f"--min-success {args.min_success:g}", file=sys.stderr)
         return 1
     return 0
 
@@ -107,7 +169,8 @@ def _cmd_video(args: argparse.Namespace) -> int:
     policy = {"policy": "checkpoint"}.get(args.policy, args.policy)
     if policy == "checkpoint" and not args.target:
         raise UserError("give a checkpoint or run directory, or --policy oracle|random")
-    out = Path(args.out) if args.out else _default_out(args.target, f"video_{args.policy}.mp4")
+    out = Path(args.out) if args.out else _default_out(args.target,
+                                                       rundir.video_file(args.policy))
     result = record_video(args.target, out=out, policy=policy, episodes=args.episodes,
                           split=args.split, seed=args.seed, gif=not args.no_gif)
     wins = sum(r["success"] for r in result["episodes"])
@@ -122,20 +185,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from policies.export import export_policy
 
     report = export_policy(args.target, fmt=args.format, out=args.out)
-    print(f"Wrote {report['path']} ({args.format})")
+    print(f"Wrote {report['path']} ({args.format}) from {report['checkpoint']} "
+          f"(sha256 {report['checkpoint_sha256'][:12]})")
     print(f"Parity on {report['n_obs']} recorded observations: max |diff| "
           f"{report['max_abs_diff']:.2e}, action agreement {report['action_agreement']:.3f}")
     return 0
 
 
 def _cmd_deploy(args: argparse.Namespace) -> int:
-    from policies.deploy import run_deploy, write_deploy_report
+    from eval.deploy_report import write_deploy_report
+    from policies.deploy.loop import run_deploy
 
-    if args.metrics_port is not None:
-        print(f"Serving Prometheus metrics on http://127.0.0.1:{args.metrics_port}/metrics")
+    def serving(url: str) -> None:  # called once the port is open
+        print(f"Serving Prometheus metrics on {url}", flush=True)
+
     report = run_deploy(args.target, rate=args.rate, duration=args.duration,
                         record=args.record, metrics_port=args.metrics_port,
-                        inject_malformed_every=args.inject_malformed_every)
+                        inject_malformed_every=args.inject_malformed_every, on_metrics=serving)
     out = Path(args.out) if args.out else _default_out(args.target, "deploy")
     files = write_deploy_report(report, out)
     lat = report["latency_ms"]["total"]
@@ -149,6 +215,9 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
           f"deadline misses {miss['count']} ({miss['percent']:.2f} %); "
           f"rejected messages {report['rejected_messages']}; episodes {report['episodes']}, "
           f"successes {report['successes']}")
+    reused = "reused" if report["model_reused"] else "exported now"
+    print(f"Model: {report['model']} ({reused}) from {report['checkpoint']} "
+          f"(sha256 {report['checkpoint_sha256'][:12]})")
     if args.record:
         print(f"Bag: {args.record}")
     print("Report: " + ", ".join(str(p) for p in files.values()))
@@ -156,8 +225,6 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from training.run import write_json
-
     out = Path(args.out)
     kind = args.kind
     if kind in ("infer", "loop") and not args.target:
@@ -183,22 +250,54 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
         result = bench_train(steps=args.steps)
         text = format_train(result)
+    elif kind == "sweep":
+        from training.sweep_bench import bench_sweep, format_sweep
+
+        result = bench_sweep(out_dir=out)
+        text = format_sweep(result)
     else:
         from training.bench import bench_learn, format_learn
 
         result = bench_learn(budget_s=args.minutes * 60, out_dir=out)
         text = format_learn(result)
-    write_json(out / f"bench_{kind}.json", result)
+    path = rundir.write_json(out / rundir.bench_file(kind), result)
     print(text)
-    print(f"\nWrote {out / f'bench_{kind}.json'}")
+    print(f"\nWrote {path}")
     return 0
 
 
-REFERENCE_CHECKPOINT = Path(__file__).resolve().parent / "policies" / "reference" / "policy.pt"
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from datetime import datetime
 
-def _stage(n: int, total: int, title: str) -> None:
-    print(f"\n[{n}/{total}] {title}", flush=True)
+    from training.sweep import run_sweep
+    from training.sweep_plan import SweepSpec, parse_grid
+    from training.sweep_report import format_report
+
+    if args.resume:
+        asked = [flag for flag, given in (("--grid", args.grid), ("--samples", args.samples),
+                                          ("overrides", args.overrides)) if given]
+        if asked:
+            raise UserError(f"--resume continues a sweep with its saved plan; drop {asked[0]}")
+        out, spec = Path(args.resume), None
+    else:
+        spec = SweepSpec(config=args.config, overrides=tuple(args.overrides), seeds=args.seeds,
+                         grid=parse_grid(args.grid or []), search=args.search,
+                         samples=args.samples or 0, scheduler=args.scheduler,
+                         cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
+                         test_episodes=args.test_episodes, search_seed=args.search_seed)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path(args.out) if args.out else Path(rundir.DEFAULT_RUNS_DIR) / (
+            f"sweep__{Path(args.config).stem}__{stamp}")
+    result = run_sweep(spec, out, address=args.address, resume=bool(args.resume),
+                       argv=args.argv)
+    if result.interrupted:
+        return 0
+    print("\n" + format_report(result.report))
+    print(f"Sweep folder: {result.out} ({rundir.SWEEP_FILE}, {rundir.SWEEP_TABLE_FILE}, "
+          f"{rundir.SWEEP_CURVES_FIGURE}, {rundir.SWEEP_FINAL_FIGURE}, "
+          f"{rundir.SWEEP_TRIALS_DIR}/)")
+    return 0
 
 
 def _cmd_writeup(args: argparse.Namespace) -> int:
@@ -206,7 +305,8 @@ def _cmd_writeup(args: argparse.Namespace) -> int:
 
     if not Path(args.run_dir).is_dir():
         raise UserError(f"run directory {args.run_dir} does not exist")
-    files = write_writeup(Path(args.run_dir), Path(args.bench), out_dir=Path(args.out))
+    out = None if args.out is None else Path(args.out)  # None: <run>/writeup
+    files = write_writeup(Path(args.run_dir), Path(args.bench), out_dir=out)
     for path in files.values():
         print(f"Wrote {path}")
     return 0
@@ -214,58 +314,18 @@ def _cmd_writeup(args: argparse.Namespace) -> int:
 
 def _cmd_quickstart(args: argparse.Namespace) -> int:
     """The whole pipeline on built-in defaults: train, evaluate, video, benchmarks, writeup."""
-    import time
+    from training.quickstart import QuickstartSettings, quickstart
 
-    from eval import metrics
-    from eval.bench import bench_env, bench_oracle
-    from eval.record import record_video
-    from eval.report import evaluate_all
-    from eval.rollout import TEST_SEED
-    from training.config import load_config
-    from training.run import write_json
-    from training.train import train
-
-    start = time.perf_counter()
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} already exists and is not empty; pass another --out")
-    run_dir, bench_dir = out / "run", out / "bench"
-    total = 5
-    if args.skip_train:
-        _stage(1, total, f"Training skipped: using the reference checkpoint {REFERENCE_CHECKPOINT}")
-        if not REFERENCE_CHECKPOINT.is_file():
-            raise UserError("the reference checkpoint is missing; run without --skip-train")
-        target = REFERENCE_CHECKPOINT
-        run_dir.mkdir(parents=True)
-    else:
-        _stage(1, total, "Training the camera policy (config: quickstart)")
-        cfg = load_config("quickstart")
-        result = train(cfg, run_dir, argv=args.argv, quiet=args.quiet)
-        if result.interrupted:
-            print(f"Interrupted; resume the training with: embodied train --resume {run_dir}")
-            return 0
-        target = result.best_checkpoint or result.final_checkpoint
-    _stage(2, total, f"Evaluating on the held-out split ({args.episodes} episodes) beside the "
-                     "oracle and a random policy")
-    summary = evaluate_all(target, split="heldout", episodes=args.episodes, seed=TEST_SEED,
-                           out_dir=run_dir / "eval_heldout", progress=not args.quiet)
-    print(metrics.format_table({n: summary[n] for n in summary["policies"]}))
-    _stage(3, total, "Recording a video of the policy")
-    video = record_video(target, out=run_dir / "video_policy.mp4", episodes=2)
-    _stage(4, total, "Quick benchmarks (environment throughput, oracle)")
-    env_bench = bench_env(resolutions=(64,), steps=300, resets=100)
-    env_bench["oracle"] = bench_oracle(episodes=20)
-    write_json(bench_dir / "bench_env.json", env_bench)
-    _stage(5, total, "Writing the engineering notes")
-    from writeup.build import write_writeup
-
-    files = write_writeup(run_dir, bench_dir, out_dir=out / "writeup")
-    minutes = (time.perf_counter() - start) / 60
-    print(f"\nDone in {minutes:.1f} min. Files:")
-    for path in [run_dir / "eval_heldout" / "summary.json", video["mp4"], video["gif"],
-                 bench_dir / "bench_env.json", *files.values()]:
-        if path:
-            print(f"  {path}")
+    result = quickstart(Path(args.out), QuickstartSettings(episodes=args.episodes),
+                        skip_train=args.skip_train, quiet=args.quiet, argv=args.argv,
+                        log=lambda line: print(line, flush=True))
+    if result.interrupted:
+        print(f"Interrupted; resume the training with: embodied train --resume "
+              f"{result.run_dir}")
+        return 0
+    print(f"\nDone in {result.minutes:.1f} min. Files:")
+    for path in result.files:
+        print(f"  {path}")
     return 0
 
 
@@ -282,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "or a YAML path")
     p.add_argument("--run-dir", help="output folder (default: runs/<name>__<time>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
+    p.add_argument("--from", dest="resume_from", metavar="STEP_DIR",
+                   help="with --resume: start from this checkpoint folder (e.g. "
+                        "step_000004000) instead of the latest one")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="learner device")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value",
@@ -295,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1,
                    help="evaluation seed (default 1; training picks its best model on seed 0)")
     p.add_argument("--out", help="output folder (default: <run>/eval_<split>)")
-    p.add_argument("--min-success", type=float, metavar="X",
+    p.add_argument("--min-success", type=_rate, metavar="X",
                    help="exit 1 when the success rate is below X (a pipeline gate)")
     p.add_argument("--sweep", action="append", metavar="FACTOR=S1,S2,...",
                    help="robustness sweep, e.g. strength=0,0.5,1,1.5,2 or lighting=0,1,2 "
@@ -326,7 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=20.0, help="control rate, Hz")
     p.add_argument("--duration", type=float, default=60.0, help="seconds")
     p.add_argument("--record", metavar="BAG_DIR", help="write a rosbag2 (MCAP) here")
-    p.add_argument("--metrics-port", type=int, metavar="PORT",
+    p.add_argument("--metrics-port", type=_port, metavar="PORT",
                    help="serve Prometheus metrics on 127.0.0.1:PORT")
     p.add_argument("--inject-malformed-every", type=int, default=0, metavar="N",
                    help="publish a malformed image every N ticks (robustness demo)")
@@ -344,11 +407,40 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("writeup", help="generate the engineering notes from a run")
     p.add_argument("run_dir", metavar="RUN_DIR")
     p.add_argument("--bench", default="runs/bench", help="folder with bench_*.json")
-    p.add_argument("--out", default="writeup", help="output folder")
+    p.add_argument("--out", help="output folder (default: RUN_DIR/writeup); the committed "
+                   "notes are rebuilt only with --out writeup")
     p.set_defaults(func=_cmd_writeup)
 
+    p = sub.add_parser("sweep", help="seeds and hyper-parameters as Ray Tune trials "
+                                     "(local, or a Ray cluster with --address)")
+    p.add_argument("--config", default="default", help="base preset or YAML path")
+    p.add_argument("--seeds", type=_positive_int, default=3,
+                   help="training seeds per configuration (the config's seed, +1, ...)")
+    p.add_argument("--grid", action="append", metavar="KEY=V1,V2|KEY=LOW..HIGH",
+                   help="a swept setting, e.g. distill.learning_rate=5e-4,1e-3; a range "
+                        "(log:LOW..HIGH for log-uniform) needs --search random|optuna; "
+                        "repeatable")
+    p.add_argument("--search", default="grid", choices=["grid", "random", "optuna"])
+    p.add_argument("--samples", type=_positive_int, help="configurations random/optuna draw")
+    p.add_argument("--search-seed", type=int, default=0, help="seed of random/optuna search")
+    p.add_argument("--scheduler", default="fifo", choices=["fifo", "asha"],
+                   help="asha stops weak trials at their periodic validations")
+    p.add_argument("--cpus-per-trial", type=_positive_int,
+                   help="default: n_envs with subprocess envs, else 1")
+    p.add_argument("--gpus-per-trial", type=float, default=0.0)
+    p.add_argument("--test-episodes", type=_positive_int, default=100,
+                   help="heldout test episodes scoring each trial's best checkpoint")
+    p.add_argument("--address", metavar="HOST:PORT",
+                   help="join this Ray cluster (default: RAY_ADDRESS, else Ray on this machine)")
+    p.add_argument("--out", help="sweep folder (default: runs/sweep__<config>__<time>); on "
+                                 "a cluster, a path every node sees")
+    p.add_argument("--resume", metavar="SWEEP_DIR", help="continue an interrupted sweep")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value",
+                   help="config overrides for every trial")
+    p.set_defaults(func=_cmd_sweep)
+
     p = sub.add_parser("bench", help="benchmarks that print figures and write JSON")
-    p.add_argument("kind", choices=["env", "train", "learn", "infer", "loop"])
+    p.add_argument("kind", choices=["env", "train", "learn", "infer", "loop", "sweep"])
     p.add_argument("target", nargs="?", metavar="CHECKPOINT|RUN_DIR",
                    help="for infer and loop")
     p.add_argument("--out", default="runs/bench", help="folder for bench_<kind>.json")
@@ -376,8 +468,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, ConfigError, CheckpointError, OSError, ValueError) as err:
         print(f"embodied {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"\nembodied {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        # a second Ctrl-C during training carries what was kept and how to resume
+        print(f"\nembodied {args.command}: {str(err) or 'interrupted'}", file=sys.stderr)
         return 130
 
 

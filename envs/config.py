@@ -18,6 +18,9 @@ from typing import Any
 
 Range = tuple[float, float]
 
+MAX_FRAME_STACK = 16
+"""Most frames `ObservationConfig.frame_stack` may stack."""
+
 GROUPS = ("lighting", "appearance", "layout", "physics", "camera", "image_noise")
 """Randomization factor groups; per-factor robustness sweeps scale one group at a time."""
 
@@ -151,11 +154,20 @@ class ObservationConfig:
     """Lidar maximum range."""
     depth_max_m: float = 6.0
     """Depth encoding range."""
+    frame_stack: int = 1
+    """Image frames the policy sees at once, oldest first along the channel axis (1 = the
+    newest alone). Applied by `envs.wrappers.make_env`; a reset fills the stack with the
+    first frame."""
 
     @property
     def image_channels(self) -> int:
         """Channels of one image frame: RGB, then depth, then segmentation."""
         return 3 * self.camera + self.depth + self.segmentation
+
+    @property
+    def stacked_channels(self) -> int:
+        """Channels of the observation a policy takes: one frame's channels x frame_stack."""
+        return self.image_channels * self.frame_stack
 
 
 @dataclass(frozen=True)
@@ -240,6 +252,13 @@ def validate_env_config(cfg: EnvConfig) -> None:
     if not (obs.camera or obs.depth or obs.segmentation or obs.lidar or obs.proprio
             or obs.privileged):
         raise ConfigError("env.observation: every sensor is off; enable at least camera")
+    if not 1 <= obs.frame_stack <= MAX_FRAME_STACK:
+        raise ConfigError(f"env.observation.frame_stack: must be 1-{MAX_FRAME_STACK}, got "
+                          f"{obs.frame_stack}")
+    if obs.frame_stack > 1 and (obs.lidar or obs.proprio or obs.privileged
+                                or not obs.image_channels):
+        raise ConfigError("env.observation.frame_stack: stacking needs an image-only "
+                          "observation; turn lidar, proprio and privileged off or use 1")
     for f in dataclasses.fields(cfg.randomization):
         low, high = getattr(cfg.randomization, f.name)
         lo_lim, hi_lim = f.metadata["limits"]

@@ -15,9 +15,11 @@ from pybullet_utils import bullet_client
 
 from envs.config import EnvConfig, from_dict
 from envs.grid import geodesic_distance, next_waypoint
+from envs.imaging import ImageNoise, draw_topdown_marks
 from envs.quiet import quiet_stdout as _quiet_stdout
 from envs.randomize import SceneParams, sample_scene
-from envs.scene import ROBOT_Z_M, build_scene, render_camera
+from envs.scene import FAST, ROBOT_Z_M, Camera, Geometry, build_scene, show_robot
+from envs.visibility import beacon_sight_points
 
 # (linear, angular) as fractions of the top speeds; index = discrete action.
 DISCRETE_ACTIONS = np.array([
@@ -28,8 +30,8 @@ DISCRETE_ACTIONS = np.array([
     [0.0, -1.0],   # 4 turn right in place
 ])
 ACTION_NAMES = ("forward", "forward-left", "forward-right", "turn-left", "turn-right")
+_ACTION_FRACTIONS = tuple(tuple(float(v) for v in row) for row in DISCRETE_ACTIONS)
 
-_NOISE_MARGIN = 32
 
 # Semantic labels for the optional segmentation channel.
 SEG_FLOOR, SEG_OBSTACLE, SEG_GOAL, SEG_ROBOT = 0, 85, 170, 255
@@ -85,13 +87,17 @@ class CameraNavEnv(gym.Env):
     `grid_resolution_m`) for privileged controllers.
 
     ## Version History
-    v0: first release.
+    v0: first release. Later in v0 the world was rebuilt for speed (a single-sided floor quad
+    and tiled walls, 16-sided cylinders, the robot hidden from its own camera and colliding as
+    a sphere with the cylinder's footprint) and a control period's physics steps run in one
+    call: the same factors, ranges, splits and contacts; different pixels.
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(self, config: EnvConfig | dict | None = None, render_mode: str | None = None,
-                 continuous: bool = False, render_size: int = 256):
+                 continuous: bool = False, render_size: int = 256,
+                 geometry: Geometry = FAST):
         if config is None:
             config = EnvConfig()
         elif isinstance(config, dict):
@@ -102,6 +108,7 @@ class CameraNavEnv(gym.Env):
         self.render_mode = render_mode
         self.continuous = continuous
         self.render_size = render_size
+        self.geometry = geometry
         self.metadata = {**self.metadata, "render_fps": int(config.control_hz)}
         obs = config.observation
         self._image_channels = obs.image_channels
@@ -123,7 +130,8 @@ class CameraNavEnv(gym.Env):
         # hot paths call pybullet directly with the client id: BulletClient's per-call
         # attribute wrapping costs more than the calls themselves
         self._cid = self._client._client
-        self._dt = 1.0 / config.physics_hz
+        self._period = 1.0 / config.control_hz
+        self._top_speeds = (config.max_linear_mps, config.max_angular_rps)
         self.scene: SceneParams | None = None
 
     # ------------------------------------------------------------------ gymnasium API
@@ -131,34 +139,42 @@ class CameraNavEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         options = options or {}
+        cfg, rng = self.cfg, self.np_random
         self.scene, self.grid, self.field = sample_scene(
-            self.np_random, self.cfg, options.get("strength"), options.get("split"))
-        self.bodies = build_scene(self._client, self.scene, self.cfg.arena_half_size_m,
-                                  self.cfg.robot_radius_m)
-        p.setTimeStep(self._dt, physicsClientId=self._cid)
-        x, y = self.scene.start_xy
-        self._set_pose(x, y, self.scene.start_yaw)
-        self._velocity = np.zeros(2)   # achieved (linear m/s, angular rad/s)
-        self._command = np.zeros(2)    # last commanded, after noise and latency
+            rng, cfg, options.get("strength"), options.get("split"))
         values = self.scene.values
-        levels = np.arange(256, dtype=np.float32)
-        tone = (levels - 128.0) * values["contrast"] + 128.0 + values["brightness"]
-        self._tone_lut = np.clip(np.round(tone), 0, 255).astype(np.uint8)
-        # Per-step Gaussian noise is a random crop of one per-episode noise field: drawing
-        # H*W*3 normals every step would cost more than the 64x64 render itself.
-        std = values["image_noise_std"]
-        obs = self.cfg.observation
-        self._noise_bank = None if std <= 0 else np.round(self.np_random.standard_normal(
-            (obs.height + _NOISE_MARGIN, obs.width + _NOISE_MARGIN, 3)) * std).astype(np.int16)
+        self.bodies = build_scene(self._client, self.scene, cfg.arena_half_size_m,
+                                  cfg.robot_radius_m, self.geometry,
+                                  robot_drawn=self.render_mode is not None)
+        # one stepSimulation call runs the control period's `substeps` solver steps
+        p.setPhysicsEngineParameter(fixedTimeStep=self._period, numSubSteps=cfg.substeps,
+                                    physicsClientId=self._cid)
+        obs = cfg.observation
+        self._camera = Camera(self._cid, obs.width, obs.height, values["camera_fov_deg"],
+                              self.scene, segmentation=obs.segmentation)
+        self._prepare_motor(values)
+        self._noise = ImageNoise(rng, obs.height, obs.width, values["contrast"],
+                                 values["brightness"], values["image_noise_std"])
+        # per-step random draws of the episode, taken in one call each and kept as Python
+        # floats (a Generator call, or unpacking numpy scalars, costs more than the
+        # arithmetic it feeds): blur chance and noise crop per frame, action noise per step
+        self._frame_draws = rng.random((cfg.max_steps + 1, 3)).tolist()
+        self._action_noise = ((values["action_noise"] * rng.standard_normal(
+            (cfg.max_steps, 2))).tolist() if values["action_noise"] > 0 else None)
+        x, y = self.scene.start_xy
+        self._set_pose(float(x), float(y), float(self.scene.start_yaw))
+        self._velocity = (0.0, 0.0)  # achieved (linear m/s, angular rad/s)
+        self._command = (0.0, 0.0)   # last commanded, after noise and latency
         latency = int(round(values["action_latency_steps"]))
-        self._pending = deque([np.zeros(2)] * latency)
+        self._pending = deque([(0.0, 0.0)] * latency)
+        self._goal_xy = (float(self.scene.goal_xy[0]), float(self.scene.goal_xy[1]))
         self._steps = 0
         self._collisions = 0
         self._path_length = 0.0
-        self._trajectory = [np.array([x, y])]
+        self._trajectory = [(self._x, self._y)]
         self._geodesic = geodesic_distance(self.grid, self.field, np.array([x, y]))
         # SPL's l_i: the shortest path ends on the success disk, not at the goal's centre
-        self._shortest = max(0.0, self._geodesic - self.cfg.goal_radius_m)
+        self._shortest = max(0.0, self._geodesic - cfg.goal_radius_m)
         self._success = False
         info = self._info(collided=False, terms={})
         info["scene"] = self.scene.summary()
@@ -169,23 +185,25 @@ class CameraNavEnv(gym.Env):
     def step(self, action):
         if self.scene is None:
             raise RuntimeError("call reset() before step()")
-        command = self._command_from_action(action)
-        before = self._xy()
-        collided = self._drive(command)
-        after = self._xy()
+        linear, angular = self._command_from_action(action)
+        x0, y0 = self._x, self._y
+        collided = self._drive(linear, angular)
+        x, y = self._x, self._y
         self._steps += 1
-        self._path_length += float(np.linalg.norm(after - before))
-        self._trajectory.append(after)
-        self._collisions += int(collided)
-        geodesic = geodesic_distance(self.grid, self.field, after)
-        progress = self._geodesic - geodesic if np.isfinite(geodesic) else 0.0
-        self._geodesic = geodesic if np.isfinite(geodesic) else self._geodesic
-        euclid = float(np.linalg.norm(after - np.asarray(self.scene.goal_xy)))
+        self._path_length += math.hypot(x - x0, y - y0)
+        self._trajectory.append((x, y))
+        self._collisions += collided
+        geodesic = self._geodesic_at(x, y)
+        finite = math.isfinite(geodesic)
+        progress = self._geodesic - geodesic if finite else 0.0
+        if finite:
+            self._geodesic = geodesic
+        euclid = math.hypot(x - self._goal_xy[0], y - self._goal_xy[1])
         self._success = is_success(euclid, self.cfg.goal_radius_m)
         terms = reward_terms(self.cfg, progress, self._success, collided)
         terminated = is_terminated(self._success, collided, self.cfg.terminate_on_collision)
         truncated = not terminated and self._steps >= self.cfg.max_steps
-        info = self._info(collided, terms)
+        info = self._info(collided, terms, euclid)
         return self._observe(), float(sum(terms.values())), terminated, truncated, info
 
     def render(self):
@@ -202,116 +220,121 @@ class CameraNavEnv(gym.Env):
 
     # ------------------------------------------------------------------ dynamics
 
-    def _read_pose(self) -> np.ndarray:
+    def _prepare_motor(self, values: dict[str, float]) -> None:
+        """Constants of the first-order motor response for this episode's physics draw."""
+        n = self.cfg.substeps
+        tau = 0.08 * values["mass_kg"] / values["motor_strength"]
+        decay = math.exp(-self._period / n / tau)  # per solver step: v += (1 - decay)(t - v)
+        self._gain = values["motor_strength"] * min(1.0, values["friction"])
+        self._end_decay = decay ** n
+        # mean of t + (v0 - t) decay^k over the steps k = 1..n
+        self._mean_decay = decay * (1.0 - decay ** n) / (n * (1.0 - decay))
+
+    def _read_pose(self) -> tuple[float, float, float]:
         """(x, y, yaw) of the base, read from the simulator."""
         pos, (qx, qy, qz, qw) = p.getBasePositionAndOrientation(self.bodies.robot,
                                                                  physicsClientId=self._cid)
         yaw = math.atan2(2.0 * (qw * qz + qx * qy), 1.0 - 2.0 * (qy * qy + qz * qz))
-        return np.array([pos[0], pos[1], yaw])
+        return pos[0], pos[1], yaw
 
     def _xy(self) -> np.ndarray:
-        return self._pose[:2].copy()
+        return np.array([self._x, self._y])
 
     def _yaw(self) -> float:
-        return float(self._pose[2])
+        return self._heading
 
     def _set_pose(self, x: float, y: float, yaw: float) -> None:
         orn = (0.0, 0.0, math.sin(yaw / 2), math.cos(yaw / 2))
-        p.resetBasePositionAndOrientation(self.bodies.robot, [x, y, ROBOT_Z_M], orn,
+        p.resetBasePositionAndOrientation(self.bodies.robot, (x, y, ROBOT_Z_M), orn,
                                           physicsClientId=self._cid)
-        self._pose = np.array([x, y, yaw])
+        self._x, self._y, self._heading = x, y, yaw
 
-    def _command_from_action(self, action) -> np.ndarray:
+    def _command_from_action(self, action) -> tuple[float, float]:
         """Action -> (linear m/s, angular rad/s) after action noise and latency."""
         if self.continuous:
-            frac = np.clip(np.asarray(action, dtype=np.float64).reshape(2), -1.0, 1.0)
+            lin, ang = np.asarray(action, dtype=np.float64).reshape(2).tolist()
+            lin, ang = min(max(lin, -1.0), 1.0), min(max(ang, -1.0), 1.0)
         else:
-            if not self.action_space.contains(int(action)):
+            index = int(action)
+            if not 0 <= index < len(DISCRETE_ACTIONS):
                 raise ValueError(f"action {action!r} is outside Discrete(5)")
-            frac = DISCRETE_ACTIONS[int(action)]
-        command = frac * np.array([self.cfg.max_linear_mps, self.cfg.max_angular_rps])
-        noise = self.scene.values["action_noise"]
-        if noise > 0:
-            command = command * (1.0 + noise * self.np_random.standard_normal(2))
-        self._pending.append(command)
+            lin, ang = _ACTION_FRACTIONS[index]
+        linear, angular = lin * self._top_speeds[0], ang * self._top_speeds[1]
+        if self._action_noise is not None:
+            n_lin, n_ang = self._action_noise[self._steps % len(self._action_noise)]
+            linear, angular = linear * (1.0 + n_lin), angular * (1.0 + n_ang)
+        self._pending.append((linear, angular))
         self._command = self._pending.popleft()
         return self._command
 
-    def _drive(self, command: np.ndarray) -> bool:
-        """Advance the physics one control period; True if the robot touched a wall/obstacle.
+    def _drive(self, linear: float, angular: float) -> bool:
+        """Advance the physics one control period; True if the robot touches a wall/obstacle
+        at its end.
 
         The base follows the commanded (v, w) through a first-order motor response (time
-        constant from mass / motor strength) scaled by traction; contacts with walls and
-        obstacles are resolved by the physics solver.
+        constant from mass / motor strength, one update per solver step) scaled by traction.
+        The period's mean velocity is set once, along the chord of the arc it drives, and the
+        solver's `substeps` steps run in one call and resolve contacts with walls and
+        obstacles on the way.
         """
-        values = self.scene.values
-        gain = values["motor_strength"] * min(1.0, values["friction"])
-        tau = 0.08 * values["mass_kg"] / values["motor_strength"]
-        alpha = 1.0 - math.exp(-self._dt / tau)
-        target = command * gain
+        tv, tw = linear * self._gain, angular * self._gain
+        v0, w0 = self._velocity
+        v = tv + (v0 - tv) * self._mean_decay
+        w = tw + (w0 - tw) * self._mean_decay
+        self._velocity = (tv + (v0 - tv) * self._end_decay, tw + (w0 - tw) * self._end_decay)
+        half_turn = 0.5 * w * self._period
+        chord = v * (math.sin(half_turn) / half_turn if half_turn else 1.0)
+        heading = self._heading + half_turn
         robot, cid = self.bodies.robot, self._cid
-        collided = False
-        yaw = self._pose[2]
-        for _ in range(self.cfg.substeps):
-            self._velocity += alpha * (target - self._velocity)
-            v, w = self._velocity
-            p.resetBaseVelocity(robot, [v * math.cos(yaw), v * math.sin(yaw), 0], [0, 0, w],
-                                physicsClientId=cid)
-            p.stepSimulation(physicsClientId=cid)
-            if not collided and p.getContactPoints(bodyA=robot, physicsClientId=cid):
-                collided = True
-            yaw = self._read_pose()[2]
+        p.resetBaseVelocity(robot, (chord * math.cos(heading), chord * math.sin(heading), 0.0),
+                            (0.0, 0.0, w), physicsClientId=cid)
+        p.stepSimulation(physicsClientId=cid)
+        collided = bool(p.getContactPoints(bodyA=robot, physicsClientId=cid))
         # keep the base planar: contacts may tip it or lift it by a hair
-        x, y, yaw = self._read_pose()
-        self._set_pose(x, y, yaw)
+        self._set_pose(*self._read_pose())
         return collided
+
+    def _geodesic_at(self, x: float, y: float) -> float:
+        return geodesic_distance(self.grid, self.field, (x, y))
 
     # ------------------------------------------------------------------ sensing
 
-    def _camera_pose(self):
+    def _camera_pose(self) -> tuple[tuple, tuple]:
         """Camera on the mast at the front of the base, looking forward (pitched)."""
         values = self.scene.values
-        x, y = self._xy()
-        yaw = self._yaw()
-        forward = np.array([math.cos(yaw), math.sin(yaw)])
+        c, s = math.cos(self._heading), math.sin(self._heading)
         ahead = self.cfg.robot_radius_m - 0.02
-        eye = [x + forward[0] * ahead, y + forward[1] * ahead, values["camera_height_m"]]
+        eye = (self._x + c * ahead, self._y + s * ahead, values["camera_height_m"])
         pitch = math.radians(values["camera_pitch_deg"])
-        target = [eye[0] + forward[0] * math.cos(pitch), eye[1] + forward[1] * math.cos(pitch),
-                  eye[2] + math.sin(pitch)]
+        target = (eye[0] + c * math.cos(pitch), eye[1] + s * math.cos(pitch),
+                  eye[2] + math.sin(pitch))
         return eye, target
+
+    def _render(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The onboard camera's raw frame: (RGBA, depth buffer, segmentation or None)."""
+        return self._camera.render(*self._camera_pose())
 
     def _image(self) -> np.ndarray:
         obs = self.cfg.observation
-        eye, target = self._camera_pose()
-        rgb, depth, seg = render_camera(self._client, obs.width, obs.height, eye, target,
-                                        self.scene.values["camera_fov_deg"], self.scene,
-                                        segmentation=obs.segmentation)
+        rgba, depth, seg = self._render()
+        if obs.camera and not (obs.depth or obs.segmentation):
+            return self._image_noise(rgba)
         channels = []
         if obs.camera:
-            channels.append(self._image_noise(rgb))
+            channels.append(self._image_noise(rgba))
         if obs.depth:
-            depth_u8 = np.clip(depth / obs.depth_max_m * 255.0, 0, 255).astype(np.uint8)
+            depth_m = self._camera.depth_m(depth)
+            depth_u8 = np.clip(depth_m / obs.depth_max_m * 255.0, 0, 255).astype(np.uint8)
             channels.append(depth_u8[..., None])
         if obs.segmentation:
             channels.append(self._semantic(seg)[..., None])
         return np.concatenate(channels, axis=2)
 
-    def _image_noise(self, rgb: np.ndarray) -> np.ndarray:
-        """Camera imperfections: contrast/brightness, optional 3x3 blur, Gaussian noise."""
-        values, rng = self.scene.values, self.np_random
-        img = np.take(self._tone_lut, rgb)
-        if rng.uniform() < values["blur_probability"]:
-            padded = np.pad(img.astype(np.uint16), ((1, 1), (1, 1), (0, 0)), mode="edge")
-            h, w = img.shape[:2]
-            img = (sum(padded[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3))
-                   // 9).astype(np.uint8)
-        if self._noise_bank is not None:
-            h, w = img.shape[:2]
-            oy, ox = rng.integers(0, _NOISE_MARGIN + 1, size=2)
-            noisy = img.astype(np.int16) + self._noise_bank[oy:oy + h, ox:ox + w]
-            img = np.clip(noisy, 0, 255).astype(np.uint8)
-        return img
+    def _image_noise(self, rgba: np.ndarray) -> np.ndarray:
+        """Camera imperfections (`envs.imaging.ImageNoise`): HxWx4 render -> HxWx3 uint8."""
+        blur_draw, crop_y, crop_x = self._frame_draws[self._steps % len(self._frame_draws)]
+        return self._noise.apply(rgba, blur_draw < self.scene.values["blur_probability"],
+                                 crop_y, crop_x)
 
     def _semantic(self, seg: np.ndarray) -> np.ndarray:
         body = seg & ((1 << 24) - 1)
@@ -324,8 +347,7 @@ class CameraNavEnv(gym.Env):
     def lidar(self) -> np.ndarray:
         """Planar lidar ranges (m), `lidar_rays` rays over 360 degrees from the base."""
         obs = self.cfg.observation
-        x, y = self._xy()
-        yaw = self._yaw()
+        x, y, yaw = self._x, self._y, self._heading
         angles = yaw + np.linspace(0, 2 * math.pi, obs.lidar_rays, endpoint=False)
         start = np.stack([x + np.cos(angles) * self.cfg.robot_radius_m * 1.05,
                           y + np.sin(angles) * self.cfg.robot_radius_m * 1.05,
@@ -336,13 +358,33 @@ class CameraNavEnv(gym.Env):
         hits = self._client.rayTestBatch(start.tolist(), end.tolist())
         return np.array([h[2] * obs.lidar_range_m for h in hits], dtype=np.float32)
 
+    def goal_in_view(self) -> bool:
+        """Whether the goal beacon shows in the camera image now (geometry, no rendering).
+
+        Rays from the camera to the beacon's points inside the frustum
+        (`envs.visibility.beacon_sight_points`) are cast against walls and obstacles; the
+        beacon is in view when any arrives. `step` never calls it, so training pays nothing;
+        evaluation asks once per step.
+        """
+        values, obs = self.scene.values, self.cfg.observation
+        eye, target = self._camera_pose()
+        points = beacon_sight_points(eye, target, self._heading, self._goal_xy,
+                                     values["goal_height_m"], values["beacon_radius_m"],
+                                     values["camera_fov_deg"], obs.width / obs.height)
+        if not points:
+            return False
+        # the beacon has no collision shape, so a ray reaching it hits nothing (id -1)
+        hits = p.rayTestBatch([eye] * len(points), points, numThreads=1,
+                              physicsClientId=self._cid)
+        return any(h[0] in (-1, self.bodies.robot) for h in hits)
+
     def privileged_state(self) -> np.ndarray:
         """Goal and next planner waypoint in the robot frame, and the geodesic distance.
 
         [goal_dist, cos, sin of goal bearing, waypoint_dist, cos, sin of waypoint bearing,
         geodesic_dist] (metres, unitless).
         """
-        xy, yaw = self._xy(), self._yaw()
+        xy, yaw = self._xy(), self._heading
         waypoint = next_waypoint(self.grid, self.field, xy, lookahead_m=0.5)
         out = []
         for target in (np.asarray(self.scene.goal_xy), waypoint):
@@ -358,7 +400,7 @@ class CameraNavEnv(gym.Env):
         if obs.lidar:
             parts.append(self.lidar() / obs.lidar_range_m)
         if obs.proprio:
-            parts.append(np.concatenate([self._command, self._velocity]).astype(np.float32))
+            parts.append(np.array([*self._command, *self._velocity], dtype=np.float32))
         if obs.privileged:
             parts.append(self.privileged_state())
         return np.concatenate(parts).astype(np.float32)
@@ -370,13 +412,14 @@ class CameraNavEnv(gym.Env):
             return self._state()
         return {"image": self._image(), "state": self._state()}
 
-    def _info(self, collided: bool, terms: dict) -> dict[str, Any]:
-        xy = self._xy()
-        goal = np.asarray(self.scene.goal_xy)
+    def _info(self, collided: bool, terms: dict, distance: float | None = None
+              ) -> dict[str, Any]:
+        x, y = self._x, self._y
+        gx, gy = self._goal_xy
         return {
-            "pose": np.array([xy[0], xy[1], self._yaw()]),
-            "goal": goal.copy(),
-            "distance": float(np.linalg.norm(goal - xy)),
+            "pose": np.array([x, y, self._heading]),
+            "goal": np.array([gx, gy]),
+            "distance": math.hypot(gx - x, gy - y) if distance is None else distance,
             "geodesic_distance": float(self._geodesic),
             "shortest_path_length": float(self._shortest),
             "path_length": self._path_length,
@@ -395,37 +438,16 @@ class CameraNavEnv(gym.Env):
         fov = math.degrees(2 * math.atan(half / height))
         view = self._client.computeViewMatrix([0, 0, height], [0, 0, 0], [0, 1, 0])
         proj = self._client.computeProjectionMatrixFOV(fov, 1.0, 1.0, 20.0)
+        if not self.geometry.robot_visible:  # hidden from its own camera, shown in videos
+            show_robot(self._client, self.bodies.robot, True)
         _, _, rgba, _, _ = self._client.getCameraImage(
             size, size, view, proj, renderer=p.ER_TINY_RENDERER, shadow=0,
             lightDirection=[0.3, 0.3, 1.0], lightColor=[1, 1, 1], lightDistance=5.0,
             lightAmbientCoeff=0.6, lightDiffuseCoeff=0.4, lightSpecularCoeff=0.0,
             flags=p.ER_NO_SEGMENTATION_MASK)
+        if not self.geometry.robot_visible:
+            show_robot(self._client, self.bodies.robot, False)
         img = np.asarray(rgba, dtype=np.uint8).reshape(size, size, 4)[..., :3].copy()
-        vm = np.asarray(view).reshape(4, 4, order="F")
-        pm = np.asarray(proj).reshape(4, 4, order="F")
-
-        def to_px(xy: np.ndarray, z: float = 0.0) -> np.ndarray:
-            pts = np.c_[xy, np.full(len(xy), z), np.ones(len(xy))] @ (pm @ vm).T
-            ndc = pts[:, :2] / pts[:, 3:4]
-            return np.stack([(ndc[:, 0] + 1) / 2 * size, (1 - ndc[:, 1]) / 2 * size], axis=1)
-
-        _draw_circle(img, to_px(np.asarray([self.scene.goal_xy]))[0],
-                     self.cfg.goal_radius_m / (2 * half) * size, (255, 60, 60))
-        _draw_polyline(img, to_px(np.asarray(self._trajectory)), (255, 200, 0))
+        draw_topdown_marks(img, view, proj, self.scene.goal_xy,
+                           self.cfg.goal_radius_m / (2 * half) * size, self._trajectory)
         return img
-
-
-def _draw_polyline(img: np.ndarray, pts: np.ndarray, colour) -> None:
-    for a, b in zip(pts[:-1], pts[1:]):
-        n = int(max(abs(b - a).max(), 1)) * 2
-        for t in np.linspace(0, 1, n):
-            x, y = (a + (b - a) * t).astype(int)
-            img[max(y - 1, 0):y + 1, max(x - 1, 0):x + 1] = colour
-
-
-def _draw_circle(img: np.ndarray, centre: np.ndarray, radius_px: float, colour) -> None:
-    for t in np.linspace(0, 2 * math.pi, 90):
-        x = int(centre[0] + radius_px * math.cos(t))
-        y = int(centre[1] + radius_px * math.sin(t))
-        if 0 <= x < img.shape[1] and 0 <= y < img.shape[0]:
-            img[y, x] = colour

@@ -14,6 +14,8 @@ import tempfile
 
 import numpy as np
 
+import rundir
+
 TEXTURE_VARIANTS = 3
 """Scales per family."""
 CONTRAST_LEVELS = (0.25, 0.5, 0.75, 1.0)
@@ -60,7 +62,6 @@ def texture_path(name: str, contrast: float) -> str:
         family, variant = name.rsplit("_", 1)
         grey = 1.0 - level * (1.0 - pattern(family, int(variant)))
         img = np.repeat((grey * 255).astype(np.uint8)[..., None], 3, axis=2)
-        tmp = path + f".{os.getpid()}.tmp.png"
-        iio.imwrite(tmp, img)
-        os.replace(tmp, path)
+        # atomic: a renderer in another env never reads half a PNG
+        rundir.atomic_write(path, lambda tmp: iio.imwrite(tmp, img, extension=".png"))
     return path

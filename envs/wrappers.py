@@ -1,12 +1,58 @@
-"""Observation wrappers."""
+"""The observation pipeline: what turns the env's frames into what a policy sees.
+
+Training, evaluation, export and the deployed controller all go through it, so a policy meets
+the same observation everywhere: `make_env` builds the env with its frame stack, and
+`FrameStack` is the stacking itself (the deploy node, which receives single camera frames over
+a topic, uses it directly).
+"""
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
+from envs.config import EnvConfig
+from envs.nav_env import CameraNavEnv
+
+
+class FrameStack:
+    """The newest `k` frames along the channel axis: (H, W, C) frames -> (H, W, k*C).
+
+    `reset(frame)` starts an episode: every slot holds its first frame, so a policy never sees
+    frames of two episodes at once. `push(frame)` adds the newest frame. Both return the stack,
+    oldest frame first.
+    """
+
+    def __init__(self, k: int) -> None:
+        if k < 1:
+            raise ValueError(f"frame stack k must be >= 1, got {k}")
+        self.k = k
+        self._frames: deque[np.ndarray] = deque(maxlen=k)
+
+    @property
+    def empty(self) -> bool:
+        """No frame since construction: the next frame must start an episode."""
+        return not self._frames
+
+    def reset(self, frame: np.ndarray) -> np.ndarray:
+        """Fill every slot with `frame` (the first frame of an episode)."""
+        self._frames.extend([frame] * self.k)
+        return self.stacked()
+
+    def push(self, frame: np.ndarray) -> np.ndarray:
+        """Add the newest frame, dropping the oldest."""
+        self._frames.append(frame)
+        return self.stacked()
+
+    def stacked(self) -> np.ndarray:
+        """The current stack, (H, W, k*C)."""
+        if self.k == 1:
+            return self._frames[-1]
+        return np.concatenate(list(self._frames), axis=2)
 
 
 class ChannelFrameStack(gym.ObservationWrapper):
@@ -18,26 +64,38 @@ class ChannelFrameStack(gym.ObservationWrapper):
 
     def __init__(self, env: gym.Env, k: int):
         super().__init__(env)
-        if k < 1:
-            raise ValueError(f"frame stack k must be >= 1, got {k}")
         space = env.observation_space
         if not isinstance(space, spaces.Box) or space.dtype != np.uint8 or len(space.shape) != 3:
             raise ValueError("ChannelFrameStack needs a uint8 (H, W, C) image observation")
+        self._stack = FrameStack(k)
         self.k = k
         h, w, c = space.shape
         self.observation_space = spaces.Box(0, 255, (h, w, c * k), np.uint8)
-        self._frames: deque[np.ndarray] = deque(maxlen=k)
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
-        for _ in range(self.k):
-            self._frames.append(obs)
-        return self.observation(obs), info
+        return self._stack.reset(obs), info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        self._frames.append(obs)
-        return self.observation(obs), reward, terminated, truncated, info
+        return self._stack.push(obs), reward, terminated, truncated, info
 
     def observation(self, observation):
-        return np.concatenate(list(self._frames), axis=2)
+        return self._stack.stacked()
+
+
+def make_env(cfg: EnvConfig, continuous: bool = False, render_mode: str | None = None,
+             inner: Callable[[gym.Env], gym.Env] | None = None) -> gym.Env:
+    """The env a policy acts in: `CameraNavEnv(cfg)`, then `inner`, then the frame stack.
+
+    Args:
+        cfg: the env config; `cfg.observation.frame_stack` frames are stacked (1: none).
+        continuous: continuous (2,) actions instead of the discrete ones.
+        render_mode: "rgb_array" for the top-down view videos show; None renders nothing.
+        inner: wrappers that must see single frames (episode logging, expert labels).
+    """
+    env: gym.Env = CameraNavEnv(cfg, render_mode=render_mode, continuous=continuous)
+    if inner is not None:
+        env = inner(env)
+    k = cfg.observation.frame_stack
+    return ChannelFrameStack(env, k) if k > 1 else env

@@ -1,9 +1,12 @@
-"""Benchmarks of the environment: env steps/s against the render-only bound of the same camera,
-a naive mesh-robot baseline, memory growth over many resets, and the oracle's held-out success.
+"""Benchmarks of the environment: env steps/s against the render-only bound of the same camera
+and against a bare PyBullet scene, where a step's time goes, the measured alternatives behind
+the renderer and physics decisions, a naive mesh-robot baseline, memory growth over many
+resets, and the oracle's held-out success.
 
 Each function returns a JSON-ready dict and writes nothing; the caller saves it. Timings use
-`time.perf_counter` after a warm-up, and the machine (CPU, cores, load, versions) is recorded
-beside them because figures from a busy 2-core machine move by +-25 %.
+`time.perf_counter` after a warm-up, alternatives are timed in alternating blocks (only their
+ratios are steady on a busy 2-core machine), and the machine (CPU, cores, load, versions) is
+recorded beside them because absolute figures move by +-25 %.
 """
 
 from __future__ import annotations
@@ -11,35 +14,37 @@ from __future__ import annotations
 import gc
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import pybullet_data
 
-from envs.config import EnvConfig, ObservationConfig
+import rundir
+from envs.config import EnvConfig
 from envs.nav_env import CameraNavEnv
-from envs.scene import render_camera
+from eval import bench_env as alt
+from eval import bench_render as rend
 from eval import metrics
 from eval.rollout import OracleAgent, evaluate
-from policies.deploy import machine_info as deploy_machine_info
 
 TARGETS = {
     "env_vs_bound": 0.8,
     "steps_per_s_64": 1000.0,
+    "env_vs_bare": 0.8,
+    "non_render_fraction": 0.10,
     "rss_growth_mb": 5.0,
     "oracle_success": 0.95,
 }
-"""What the figures should reach: env >= 80 % of the render-only bound, >= 1,000 steps/s at
-64x64, < 5 MB RSS growth over the reset run, oracle success >= 95 %."""
+"""What the figures should reach: env >= 80 % of the render-only bound and of the bare
+PyBullet scene, >= 1,000 steps/s at 64x64, <= 10 % of a step outside the renderer, < 5 MB RSS
+growth over the reset run, oracle success >= 95 %."""
 
-ACTION_CYCLE = (0, 0, 1, 0, 2, 3, 0, 4)
-"""Discrete actions driven in turn: mostly forward, with arcs and turns, so the robot roams."""
 WARMUP = 50
 """Steps (or frames) run before timing, so caches settle."""
-ROUNDS = 10
-"""Alternating env / render-only blocks per measurement; each render block uses the pose the
-env reached, so the bound averages over 10 poses (render cost varies ~1.8x with the view)."""
+ROUNDS = 20
+"""Alternating blocks per measurement: short blocks, so that a burst of background load lands
+on every contender alike; each render-only block uses the pose the env reached, so the bound
+averages over 20 poses (render cost varies ~1.8x with the view)."""
 RESET_WARMUP = 20
 """Resets run before the first RSS reading: texture files, caches and allocator pools fill."""
 NAIVE_RESOLUTION = 64
@@ -50,7 +55,7 @@ MESH_ROBOT_AHEAD_M = 1.0
 
 def machine_info() -> dict[str, Any]:
     """CPU model, core count, 1-minute load and the simulation libraries' versions."""
-    return deploy_machine_info(("pybullet", "numpy", "gymnasium"))
+    return rundir.machine_info(("pybullet", "numpy", "gymnasium"))
 
 
 def rss_mb() -> float:
@@ -58,66 +63,6 @@ def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         resident_pages = int(f.read().split()[1])
     return resident_pages * os.sysconf("SC_PAGE_SIZE") / 1e6
-
-
-def _env(resolution: int) -> CameraNavEnv:
-    """The default env (discrete actions, RGB only) with a square camera of `resolution`."""
-    obs = ObservationConfig(width=resolution, height=resolution)
-    return CameraNavEnv(EnvConfig(observation=obs))
-
-
-Reset = Callable[[CameraNavEnv, dict], None]
-
-
-def _reset(env: CameraNavEnv, seed: int | None, on_reset: Reset | None) -> None:
-    _, info = env.reset(seed=seed)
-    if on_reset is not None:
-        on_reset(env, info)
-
-
-def _drive(env: CameraNavEnv, steps: int, t0: int, on_reset: Reset | None) -> float:
-    """Seconds for `steps` env steps of the action cycle from position `t0`. Resets inside are
-    counted: a trainer pays for them too."""
-    start = time.perf_counter()
-    for t in range(t0, t0 + steps):
-        _, _, terminated, truncated, _ = env.step(ACTION_CYCLE[t % len(ACTION_CYCLE)])
-        if terminated or truncated:
-            _reset(env, None, on_reset)
-    return time.perf_counter() - start
-
-
-def _render(env: CameraNavEnv, frames: int) -> float:
-    """Seconds for `frames` renders of the env's camera alone: the same client, scene, pose and
-    size as a step renders (the bound a step cannot beat)."""
-    obs = env.cfg.observation
-    eye, target = env._camera_pose()
-    fov = env.scene.values["camera_fov_deg"]
-    start = time.perf_counter()
-    for _ in range(frames):
-        render_camera(env._client, obs.width, obs.height, eye, target, fov, env.scene)
-    return time.perf_counter() - start
-
-
-def _blocks(total: int) -> list[int]:
-    """`total` split into ROUNDS near-equal positive blocks."""
-    return [n for k in range(ROUNDS) if (n := total // ROUNDS + (k < total % ROUNDS)) > 0]
-
-
-def _rates(env: CameraNavEnv, steps: int, seed: int,
-           on_reset: Reset | None = None) -> tuple[float, float]:
-    """(env steps/s, render-only frames/s) of one env. The two are timed in alternating blocks
-    so that both see the same background load, which keeps their ratio steady on a busy
-    machine; `on_reset` runs after every reset."""
-    _reset(env, seed, on_reset)
-    _drive(env, min(WARMUP, steps), 0, on_reset)
-    _render(env, min(WARMUP, steps))
-    env_s = render_s = 0.0
-    t = WARMUP
-    for n in _blocks(steps):
-        env_s += _drive(env, n, t, on_reset)
-        render_s += _render(env, n)
-        t += n
-    return steps / env_s, steps / render_s
 
 
 def add_mesh_robot(env: CameraNavEnv, info: dict) -> int:
@@ -132,19 +77,22 @@ def add_mesh_robot(env: CameraNavEnv, info: dict) -> int:
                                 useFixedBase=True)
 
 
-def _row(resolution: int, steps: int, seed: int, on_reset: Reset | None = None) -> dict:
-    env = _env(resolution)
+def _row(resolution: int, steps: int, seed: int, on_reset: alt.Reset | None = None) -> dict:
+    """Env steps/s against the render-only fps of its own camera at the poses it reaches."""
+    env = alt._env(resolution)
     try:
-        env_rate, bound = _rates(env, steps, seed, on_reset)
+        rates = alt.interleaved_rates({"env": alt.EnvRunner(env, seed, on_reset),
+                                       "render": alt.RenderOnly(env)}, steps, ROUNDS, WARMUP)
     finally:
         env.close()
+    env_rate, bound = rates["env"], rates["render"]
     return {"resolution": resolution, "env_steps_per_s": round(env_rate, 1),
             "render_fps": round(bound, 1), "env_vs_bound": round(env_rate / bound, 3)}
 
 
 def _memory(resets: int, seed: int) -> dict[str, Any]:
     """RSS growth (MB) over `resets` randomized resets after a warm-up, and the mean reset time."""
-    env = _env(NAIVE_RESOLUTION)
+    env = alt._env(NAIVE_RESOLUTION)
     try:
         for k in range(RESET_WARMUP):
             env.reset(seed=seed + k)
@@ -162,32 +110,80 @@ def _memory(resets: int, seed: int) -> dict[str, Any]:
             "reset_ms": round(1e3 * elapsed / max(resets, 1), 2)}
 
 
+def _bare_scene(steps: int, seed: int) -> dict[str, Any]:
+    """The env at 64x64, the bare PyBullet scene and the env's render-only bound, timed in
+    alternating blocks."""
+    env, bare = alt._env(64), alt.BareScene(64, seed)
+    try:
+        rates = alt.interleaved_rates({"env": alt.EnvRunner(env, seed), "bare": bare,
+                                       "render": alt.RenderOnly(env)}, steps, ROUNDS, WARMUP)
+    finally:
+        env.close()
+        bare.close()
+    return {"scene": " ".join(alt.BareScene.__doc__.split()),
+            "env_steps_per_s": round(rates["env"], 1),
+            "bare_steps_per_s": round(rates["bare"], 1),
+            "env_render_fps": round(rates["render"], 1),
+            "env_vs_bare": round(rates["env"] / rates["bare"], 3)}
+
+
+def _alternatives(steps: int, seed: int) -> dict[str, Any]:
+    """The measured alternatives behind the renderer and physics decisions."""
+    env = alt._env(64)
+    try:
+        breakdown = alt.step_breakdown(env, steps, seed)
+    finally:
+        env.close()
+    bare = _bare_scene(steps, seed)
+    tiny = rend.fill_rate(frames=max(200, steps))
+    egl = rend.egl_llvmpipe(frames=max(8, steps // 15))
+    covered = rend.covered_fraction(frames=max(100, steps // 5), seed=seed)
+    return {
+        "bare_scene": bare,
+        "breakdown": breakdown,
+        "geometry_variants": alt.geometry_variants(steps, ROUNDS, seed),
+        "physics_rates": alt.contact_agreement(episodes=2 + steps // 500, seed=seed),
+        "renderers": {"tiny_renderer_fill": tiny, "egl_llvmpipe": egl,
+                      "covered_fraction": round(covered, 4)},
+        "miniworld_gap": rend.miniworld_gap(bare["env_vs_bare"], breakdown, tiny, egl,
+                                            covered),
+    }
+
+
 def bench_env(resolutions: tuple[int, ...] = (48, 64, 84), steps: int = 1000,
-              resets: int = 1000, seed: int = 0) -> dict[str, Any]:
+              resets: int = 1000, seed: int = 0, alternatives: bool = True) -> dict[str, Any]:
     """Env throughput per resolution against its render-only bound, the mesh-robot baseline
-    at 64x64, and memory growth over `resets` resets.
+    at 64x64, memory growth over `resets` resets and, with `alternatives`, the speed report.
 
     Keys: machine, settings, resolutions (one row each: resolution, env_steps_per_s,
     render_fps, env_vs_bound), naive_mesh_robot (the same row with racecar.urdf in view, plus
     speedup_of_primitive_robot, None when 64 is not among `resolutions`), memory (resets,
-    rss_growth_mb, reset_ms), targets.
+    rss_growth_mb, reset_ms), targets; with `alternatives` also bare_scene (env vs the bare
+    PyBullet scene, side by side), breakdown (ms per part of a step), geometry_variants,
+    physics_rates (contact agreement per solver rate), renderers (TinyRenderer and EGL on
+    llvmpipe fill rates, covered share of a frame) and miniworld_gap.
     """
     machine = machine_info()  # the load before this benchmark adds its own
     rows = [_row(r, steps, seed) for r in resolutions]
     naive = _row(NAIVE_RESOLUTION, steps, seed, on_reset=add_mesh_robot)
     ours = next((r["env_steps_per_s"] for r in rows if r["resolution"] == NAIVE_RESOLUTION), None)
     speedup = None if ours is None else round(ours / naive["env_steps_per_s"], 2)
-    return {
+    result = {
         "machine": machine,
         "settings": {"resolutions": list(resolutions), "steps": steps, "resets": resets,
                      "seed": seed, "warmup_steps": WARMUP, "rounds": ROUNDS,
-                     "warmup_resets": RESET_WARMUP},
+                     "warmup_resets": RESET_WARMUP, "alternatives": alternatives},
         "resolutions": rows,
         "naive_mesh_robot": {"urdf": MESH_ROBOT_URDF, **naive,
                              "speedup_of_primitive_robot": speedup},
         "memory": _memory(resets, seed),
         "targets": dict(TARGETS),
     }
+    if alternatives:
+        result.update(_alternatives(steps, seed))
+    # other users' load moves during a run: the ratios hold, the absolute figures less so
+    result["settings"]["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
+    return result
 
 
 def bench_oracle(episodes: int = 100, split: str = "heldout") -> dict[str, Any]:
@@ -221,6 +217,57 @@ def _mark(ok: bool) -> str:
     return "ok" if ok else "MISS"
 
 
+def _format_alternatives(result: dict[str, Any]) -> list[str]:
+    bare, parts = result["bare_scene"], result["breakdown"]
+    ratio, share = bare["env_vs_bare"], parts["non_render_fraction"]
+    lines = [f"64x64 side by side: env {bare['env_steps_per_s']:,.0f} steps/s "
+             f"{_mark(bare['env_steps_per_s'] >= TARGETS['steps_per_s_64'])} "
+             f"(>= {TARGETS['steps_per_s_64']:,.0f}), bare PyBullet scene "
+             f"{bare['bare_steps_per_s']:,.0f} steps/s: env/bare {ratio:.2f} "
+             f"{_mark(ratio >= TARGETS['env_vs_bare'])} (>= {TARGETS['env_vs_bare']:.0%})",
+             f"step {parts['step_ms']:.3f} ms: " + ", ".join(
+                 f"{k} {v:.3f}" for k, v in parts["parts_ms"].items())
+             + f" ms; outside the renderer {share:.1%} "
+               f"{_mark(share <= TARGETS['non_render_fraction'])} "
+               f"(<= {TARGETS['non_render_fraction']:.0%}), "
+               f"{parts['non_render_fraction_without_rebuilds']:.1%} without world rebuilds",
+             f"{'world build (64x64)':<74} {'env steps/s':>11} {'render fps':>10} {'env x':>6}"]
+    for row in result["geometry_variants"]:
+        lines.append(f"  {row['variant'][:72]:<72} {row['env_steps_per_s']:>11,.0f} "
+                     f"{row['render_fps']:>10,.0f} {row['env_vs_chosen']:>6.2f}")
+    ref = result["physics_rates"]["reference"]
+    lines.append(f"contacts vs the first release's 60 Hz loop over "
+                 f"{result['physics_rates']['samples']} steps (it collides in "
+                 f"{ref['collision_rate']:.1%}):")
+    for row in result["physics_rates"]["rates"]:
+        lines.append(f"  {row['physics_hz']:>3} Hz: flag agrees {row['flag_agreement']:.1%}, "
+                     f"end position off {row['mean_position_diff_mm']:.2f} mm mean / "
+                     f"{row['max_position_diff_mm']:.1f} mm max")
+    rend, gap = result["renderers"], result["miniworld_gap"]
+    tiny, egl = rend["tiny_renderer_fill"], rend["egl_llvmpipe"]
+    lines.append(f"TinyRenderer 64x64: {tiny['empty_frame_us']:.0f} us empty frame, "
+                 f"{tiny['ns_per_filled_pixel']:.0f} ns per filled pixel; frames "
+                 f"{rend['covered_fraction']:.0%} covered")
+    if egl.get("available"):
+        lines.append(f"EGL plugin on llvmpipe: env {egl['env_steps_per_s']:,.0f} steps/s, "
+                     f"render {egl['render_fps']:,.0f} fps, "
+                     f"{egl['fill']['256']['ns_per_filled_pixel']:.1f} ns per filled pixel "
+                     "at 256x256")
+    else:
+        lines.append(f"EGL plugin on llvmpipe: not measured ({egl['reason']})")
+    needed, (lo, hi) = gap["needed_ns_per_filled_pixel"], gap["env_vs_miniworld"]
+    mini = gap["miniworld_steps_per_s"]
+    lines.append(f"Miniworld {mini[0]:,.0f}-{mini[1]:,.0f} steps/s (cited, beside a bare scene "
+                 f"of {gap['bare_scene_cited_steps_per_s']:,.0f}): env at {lo:.2f}-{hi:.2f}x; "
+                 "passing the fastest needs "
+                 + ("no faster render" if gap["target_step_ms"] >= gap["step_ms"] else
+                    "a render budget below the step's other parts" if needed is None else
+                    f"<= {needed:.0f} ns per covered pixel: {gap['fill_speedup_needed']:.2f}x "
+                    f"today's {gap['env_ns_per_covered_pixel']:.0f} (a full-screen quad: "
+                    f"{gap['tiny_ns_per_filled_pixel']:.0f})"))
+    return lines
+
+
 def format_env_bench(result: dict[str, Any]) -> str:
     """A plain-text table of `bench_env`'s result, each figure beside its target."""
     m, mem, naive = result["machine"], result["memory"], result["naive_mesh_robot"]
@@ -244,6 +291,8 @@ def format_env_bench(result: dict[str, Any]) -> str:
     lines.append(f"RSS growth over {mem['resets']} resets: {growth:.1f} MB "
                  f"{_mark(growth < TARGETS['rss_growth_mb'])} (< {TARGETS['rss_growth_mb']:.0f} MB)"
                  f"; {mem['reset_ms']:.1f} ms per reset")
+    if "breakdown" in result:
+        lines += _format_alternatives(result)
     return "\n".join(lines)
 
 

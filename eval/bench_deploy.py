@@ -10,8 +10,8 @@ conversion inside the timed call, with one thread (torch and ONNX Runtime):
 - torchscript: the same graph traced to TorchScript;
 - onnxruntime: the exported ONNX model in an InferenceSession.
 
-`bench_loop` runs `policies.deploy.run_deploy` at each rate, first on an otherwise idle machine
-and then with one CPU-burning process (`python -c "while True: pass"`) on the other core.
+`bench_loop` runs `policies.deploy.loop.run_deploy` at each rate, first on an otherwise idle
+machine and then with one CPU-burning process (`python -c "while True: pass"`) on the other core.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
+import rundir
 from policies.checkpoint import load_checkpoint
-from policies.deploy import machine_info, run_deploy
+from policies.deploy.loop import MACHINE_PACKAGES, run_deploy
 from policies.export import (
     ExportedActor,
     OnnxPolicy,
@@ -91,7 +92,7 @@ def _runners(target: str | os.PathLike, frames: np.ndarray,
     parity = {fmt: {k: r[k] for k in ("max_abs_diff", "action_agreement")}
               for fmt, r in (("onnx", onnx_r), ("torchscript", ts_r))}
     runners = {"sb3_predict": sb3, "torch": eager, "torchscript": traced, "onnxruntime": ort}
-    return runners, {"parity": parity, "arch": loaded.meta["arch"],
+    return runners, {"parity": parity, "arch": loaded.meta.arch.as_dict(),
                      "image_shape": list(frames.shape[1:])}
 
 
@@ -128,7 +129,7 @@ def bench_infer(target: str | os.PathLike, n: int = 2000, warmup: int = 200) -> 
         "n": n,
         "warmup": warmup,
         "threads": 1,
-        "machine": machine_info(),
+        "machine": rundir.machine_info(MACHINE_PACKAGES),
     }
 
 
@@ -203,7 +204,7 @@ def bench_loop(target: str | os.PathLike, rates: Iterable[float] = (20, 50), tic
         "ticks": ticks,
         "warmup_ticks": warmup_ticks,
         "rt_priority": rt_priority,
-        "machine": machine_info(),
+        "machine": rundir.machine_info(MACHINE_PACKAGES),
     }
 
 

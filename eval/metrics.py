@@ -10,10 +10,15 @@ key                         unit   meaning
 ``shortest_path_length``    m      geodesic start -> goal around obstacles
 ``start_distance``          m      geodesic distance to goal at the start
 ``final_distance``          m      geodesic distance to goal at the end
-``collisions``              count  contacts with obstacles or walls
+``collisions``              count  control steps in contact with an obstacle or wall
 ``steps``                   count  control steps taken
 ``return``                  --     sum of rewards
+``spl``, ``soft_spl``       --     the episode's own ``episode_spl`` / ``episode_soft_spl``
 ==========================  =====  ==================================================
+
+Rollouts also add the trajectory facts and ``failure_mode`` of ``eval.failures``; metrics
+recompute SPL from the fields above rather than trusting a stored value, so a record edited
+by hand cannot disagree with its summary.
 
 A record that carries an ``error`` key (a message) stands for an episode that crashed; it is
 left out of every metric and counted under ``errors`` instead.
@@ -30,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from eval.failures import count_modes
+
 Record = Mapping[str, Any]
 
 METRICS: tuple[str, ...] = (
@@ -40,6 +47,8 @@ METRICS: tuple[str, ...] = (
     "mean_steps",
     "mean_return",
     "mean_final_distance",
+    "collision_free_success",
+    "contact_episode_rate",
 )
 """Metric names in ``summarize``'s output; each also has a ``<name>_ci95`` entry."""
 
@@ -47,6 +56,8 @@ TABLE_COLUMNS: tuple[str, ...] = (
     "success_rate",
     "spl",
     "soft_spl",
+    "collision_free_success",
+    "contact_episode_rate",
     "collisions_per_episode",
     "mean_steps",
     "mean_return",
@@ -146,6 +157,10 @@ def per_episode_values(records: Sequence[Record]) -> dict[str, list[float]]:
         "mean_steps": [float(r["steps"]) for r in records],
         "mean_return": [float(r["return"]) for r in records],
         "mean_final_distance": [float(r["final_distance"]) for r in records],
+        # success without a single step in contact: what "drives clean" means
+        "collision_free_success": [1.0 if r["success"] and r["collisions"] == 0 else 0.0
+                                   for r in records],
+        "contact_episode_rate": [1.0 if r["collisions"] > 0 else 0.0 for r in records],
     }
 
 
@@ -162,7 +177,8 @@ def summarize(records: Sequence[Record], seed: int = 0) -> dict[str, Any]:
     (95 % percentile bootstrap, ``seed`` fixed so reruns match). All metrics share the seed, so
     their resamples pick the same episodes, which keeps the intervals comparable. With no valid
     episode every metric and bound is None rather than NaN, so ``json.dumps(...,
-    allow_nan=False)`` works.
+    allow_nan=False)`` works. ``failure_modes`` counts every failed record by
+    ``failures.failure_mode`` (``{mode: count}``, crashed episodes under ``error``).
     """
     valid = [r for r in records if "error" not in r]
     out: dict[str, Any] = {"episodes": len(valid), "errors": len(records) - len(valid)}
@@ -171,6 +187,7 @@ def summarize(records: Sequence[Record], seed: int = 0) -> dict[str, Any]:
         lo, hi = bootstrap_ci(vals, seed=seed, confidence=0.95)
         out[name] = _json_float(mean)
         out[f"{name}_ci95"] = [_json_float(lo), _json_float(hi)]
+    out["failure_modes"] = count_modes(records)
     return out
 
 

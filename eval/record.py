@@ -16,7 +16,6 @@ import numpy as np
 
 from envs import ACTION_NAMES
 from envs.config import EnvConfig
-from eval.report import policy_env_config, torch_threads
 from eval.rollout import (
     Episode,
     OracleAgent,
@@ -28,6 +27,7 @@ from eval.rollout import (
 )
 from eval.video import compose_frame, overlay_lines, write_gif, write_mp4
 from policies.checkpoint import CheckpointError, load_checkpoint
+from policies.threads import torch_threads
 
 VIDEO_POLICIES = ("checkpoint", "oracle", "random")
 """What `record_video` can drive: a trained checkpoint, the privileged planner, random actions."""
@@ -102,11 +102,10 @@ def record_video(
                               "directory, or record policy='oracle' / 'random'")
     loaded = load_checkpoint(target) if target is not None else None
     if loaded is not None:
-        cfg, continuous = policy_env_config(loaded, split), loaded.continuous
-        frame_stack = int(loaded.meta.get("frame_stack", 1))
+        cfg, continuous = loaded.meta.env_config(split), loaded.continuous
     else:
-        cfg, continuous, frame_stack = EnvConfig(split=split), False, 1
-    env = make_eval_env(cfg, continuous, frame_stack, render=True)
+        cfg, continuous = EnvConfig(split=split), False
+    env = make_eval_env(cfg, continuous, render=True)
     with contextlib.closing(env), torch_threads(1):
         if policy == "checkpoint":
             agent = PolicyAgent(loaded)

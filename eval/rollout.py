@@ -14,14 +14,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import gymnasium as gym
 import numpy as np
 
+import rundir
 from envs.config import EnvConfig
-from envs.nav_env import CameraNavEnv
-from envs.wrappers import ChannelFrameStack
+from envs.wrappers import make_env
+from eval import metrics
+from eval.failures import TrajectoryFacts, failure_mode
 from policies.oracle import Oracle
 
-EVAL_SEED_BASE = 1_000_000_000
+EVAL_SEED_BASE = rundir.SEED_OFFSETS["eval_base"]
 VALIDATION_SEED = 0
 """Evaluation seed of the periodic held-out evaluation that picks the best checkpoint."""
 TEST_SEED = 1
@@ -30,7 +33,7 @@ TEST_SEED = 1
 
 def episode_seed(seed: int, episode: int) -> int:
     """Reset seed of evaluation episode `episode` under evaluation seed `seed`."""
-    return EVAL_SEED_BASE + seed * 100_000 + episode
+    return EVAL_SEED_BASE + seed * rundir.SEED_OFFSETS["eval_seed_stride"] + episode
 
 
 class Agent(Protocol):
@@ -67,7 +70,8 @@ class RandomAgent:
 
     def reset(self, info: dict) -> None:
         # seeded by the episode's layout, so the same episode always gets the same actions
-        self.space.seed(self.seed * 7919 + int(info["scene"]["layout_seed"]))
+        stride = rundir.SEED_OFFSETS["random_agent_stride"]
+        self.space.seed(self.seed * stride + int(info["scene"]["layout_seed"]))
 
     def act(self, obs: Any, info: dict) -> Any:
         return self.space.sample()
@@ -100,6 +104,8 @@ class StepRecord:
     distance: float
     success: bool
     collided: bool
+    goal_in_view: bool
+    """The observation after this step shows the goal (`CameraNavEnv.goal_in_view`)."""
 
 
 @dataclass
@@ -111,16 +117,20 @@ class Episode:
     frames: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
 
-def make_eval_env(env_cfg: EnvConfig, continuous: bool, frame_stack: int = 1,
-                  render: bool = False) -> CameraNavEnv:
-    env = CameraNavEnv(env_cfg, render_mode="rgb_array" if render else None,
-                       continuous=continuous)
-    return ChannelFrameStack(env, frame_stack) if frame_stack > 1 else env
+def make_eval_env(env_cfg: EnvConfig, continuous: bool, render: bool = False) -> gym.Env:
+    """The env a policy is scored in: the one training uses (`envs.wrappers.make_env`, frame
+    stack of `env_cfg.observation` included), with the top-down view when `render`."""
+    return make_env(env_cfg, continuous, render_mode="rgb_array" if render else None)
 
 
 def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None = None,
                 keep_frames: bool = False) -> Episode:
-    """Run one episode to its end; the record carries the field's per-episode metrics."""
+    """Run one episode to its end.
+
+    The record carries the env's per-episode numbers, the episode's own ``spl`` and
+    ``soft_spl`` (`metrics.episode_spl` / `episode_soft_spl`), the trajectory facts of
+    `failures.TrajectoryFacts` and its ``failure_mode`` (None on success).
+    """
     obs, info = env.reset(seed=seed, options=options)
     agent.reset(info)
     scene = info["scene"]
@@ -128,6 +138,7 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
     total, steps, done = 0.0, [], False
     frames = []
     base = env.unwrapped
+    facts = TrajectoryFacts(info["pose"], start_distance, base.goal_in_view())
     if keep_frames:
         frames.append((camera_rgb(obs, base.cfg.observation), base.render()))
     while not done:
@@ -135,8 +146,10 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
         obs, reward, terminated, truncated, info = env.step(action)
         total += reward
         done = terminated or truncated
+        in_view = base.goal_in_view()
+        facts.update(info["pose"], info["geodesic_distance"], info["collided"], in_view)
         steps.append(StepRecord(info["steps"], action, float(reward), info["distance"],
-                                info["success"], info["collided"]))
+                                info["success"], info["collided"], in_view))
         if keep_frames:
             frames.append((camera_rgb(obs, base.cfg.observation), base.render()))
     record = {
@@ -150,8 +163,12 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
         "collisions": int(info["collisions"]),
         "steps": int(info["steps"]),
         "return": float(total),
-        "scene": scene,
     }
+    record["spl"] = metrics.episode_spl(record)
+    record["soft_spl"] = metrics.episode_soft_spl(record)
+    record.update(facts.facts(timed_out=bool(truncated and not terminated)))
+    record["failure_mode"] = failure_mode(record)
+    record["scene"] = scene
     return Episode(record, steps, frames)
 
 

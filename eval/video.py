@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,8 @@ import imageio.v2 as imageio_v2
 import imageio.v3 as iio
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+import rundir
 
 BACKGROUND_RGB = (24, 24, 24)
 TEXT_RGB = (255, 255, 255)
@@ -169,22 +170,15 @@ def overlay_lines(step_info: Mapping[str, Any]) -> list[str]:
 
 
 def _atomic_write(path: str | os.PathLike[str], write: Callable[[Path], int]) -> int:
-    """Run ``write(tmp)`` on a hidden sibling of ``path``, then move it into place.
+    """Write through `rundir.atomic_write` and return what ``write(tmp)`` counted.
 
     A reader never sees a half-written video, and on any exception (KeyboardInterrupt too)
-    the temporary file is removed and the exception re-raised. The temporary name keeps the
-    suffix because the encoders choose the container from it.
+    the temporary file is removed. The temporary name keeps the suffix because the encoders
+    choose the container from it.
     """
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{dest.suffix}")
-    try:
-        count = write(tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return count
+    counted: list[int] = []
+    rundir.atomic_write(path, lambda tmp: counted.append(write(tmp)))
+    return counted[0]
 
 
 def _checked_frames(frames: Iterable[np.ndarray], *, even: bool) -> Iterator[np.ndarray]:

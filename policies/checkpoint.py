@@ -2,15 +2,19 @@
 
 A checkpoint is one file written by `torch.save` holding only tensors and strings:
 `{"format": FORMAT, "meta": <JSON string>, "state_dict": {name: tensor}}`. It is read with
-`torch.load(weights_only=True)`, so loading never executes pickled code. `meta` holds what is
-needed to rebuild the network (spaces, policy kwargs) and the env config it was trained on.
+`torch.load(weights_only=True)`, so loading never executes pickled code.
+
+`meta` is a `policies.metadata.CheckpointMeta`: the env config the policy was trained in (its
+observation, frame stack included, defines what the policy can see), the network's shape, the
+action type and a few training facts, checked against sane bounds before the network is built.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,14 +24,19 @@ import numpy as np
 import torch
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy
 
+import rundir
+from policies.metadata import CheckpointError, CheckpointMeta
 from policies.networks import CameraCNN
 
 FORMAT = "embodied-policy-v1"
-CHECKPOINT_NAME = "policy.pt"
+CHECKPOINT_NAME = rundir.POLICY_FILE
+
+__all__ = ["CHECKPOINT_NAME", "FORMAT", "CheckpointError", "CheckpointMeta", "LoadedPolicy",
+           "build_policy", "file_sha256", "load_checkpoint", "policy_kwargs",
+           "resolve_checkpoint", "save_checkpoint"]
 
 
-class CheckpointError(ValueError):
-    """A checkpoint is missing, unreadable, or not in this project's format."""
+# ---------------------------------------------------------------------------- the network
 
 
 def policy_kwargs(features_dim: int = 256, channels: tuple[int, int, int] = (32, 64, 64),
@@ -49,56 +58,67 @@ def _space_to_json(space: gym.Space) -> dict:
     raise CheckpointError(f"unsupported space {space}")
 
 
-def _space_from_json(d: dict) -> gym.Space:
-    if d["type"] == "discrete":
-        return gym.spaces.Discrete(d["n"])
-    return gym.spaces.Box(d["low"], d["high"], tuple(d["shape"]), np.dtype(d["dtype"]))
-
-
 def build_policy(observation_space: gym.Space, action_space: gym.Space,
-                 arch: dict[str, Any]) -> ActorCriticPolicy:
+                 arch: Mapping[str, Any]) -> ActorCriticPolicy:
     """A fresh SB3 camera policy (channel-first image observations)."""
     kwargs = policy_kwargs(arch["features_dim"], tuple(arch["channels"]),
                            tuple(arch["net_arch"]))
     return ActorCriticCnnPolicy(observation_space, action_space, lambda _: 0.0, **kwargs)
 
 
-def save_checkpoint(path: str | os.PathLike, policy: ActorCriticPolicy, arch: dict[str, Any],
-                    meta: dict[str, Any]) -> Path:
-    """Write policy weights and metadata atomically (temp file in the same folder + rename)."""
+# ---------------------------------------------------------------------------- files
+
+
+def save_checkpoint(path: str | os.PathLike, policy: ActorCriticPolicy, arch: Mapping[str, Any],
+                    meta: Mapping[str, Any]) -> Path:
+    """Write policy weights and metadata atomically (`rundir.atomic_write`).
+
+    `meta` holds `env` (the env config as a dict) and any training facts (`method`,
+    `timesteps`, `seed`, `heldout_success`, `heldout_spl`); a `frame_stack` beside `env` is
+    moved into `env.observation`. The spaces and `arch` are added here, and the whole is
+    checked as `load_checkpoint` will check it, so a checkpoint that could not be loaded is
+    never written.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    full_meta = {
-        **meta,
-        "arch": arch,
-        "observation_space": _space_to_json(policy.observation_space),
-        "action_space": _space_to_json(policy.action_space),
-    }
+    meta = dict(meta)
+    env = meta.get("env")
+    if "frame_stack" in meta and isinstance(env, Mapping) \
+            and isinstance(env.get("observation", {}), Mapping):
+        # The older spelling of this call: the frame stack beside the env, not inside it.
+        observation = {**env.get("observation", {}), "frame_stack": meta.pop("frame_stack")}
+        meta["env"] = {**env, "observation": observation}
+    full = {**meta, "arch": dict(arch),
+            "observation_space": _space_to_json(policy.observation_space),
+            "action_space": _space_to_json(policy.action_space)}
+    parsed = CheckpointMeta.from_dict(json.loads(json.dumps(full)), path)
     payload = {
         "format": FORMAT,
-        "meta": json.dumps(full_meta, sort_keys=True),
+        "meta": parsed.to_json(),
         "state_dict": {k: v.detach().cpu() for k, v in policy.state_dict().items()},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return rundir.atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file's bytes (ties an exported model to its checkpoint)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def resolve_checkpoint(target: str | os.PathLike) -> Path:
     """A checkpoint file, or a run directory (its best, else final, policy)."""
     target = Path(target)
     if target.is_dir():
-        for name in ("best/" + CHECKPOINT_NAME, "final/" + CHECKPOINT_NAME, CHECKPOINT_NAME):
+        names = (f"{rundir.BEST_DIR}/{CHECKPOINT_NAME}", f"{rundir.FINAL_DIR}/{CHECKPOINT_NAME}",
+                 CHECKPOINT_NAME)
+        for name in names:
             if (target / name).is_file():
                 return target / name
-        raise CheckpointError(f"{target} holds no checkpoint (looked for best/{CHECKPOINT_NAME}, "
-                              f"final/{CHECKPOINT_NAME}); train first or pass a .pt file")
+        raise CheckpointError(f"{target} holds no checkpoint (looked for {names[0]}, "
+                              f"{names[1]}); train first or pass a .pt file")
     if not target.is_file():
         raise CheckpointError(f"checkpoint {target} does not exist; pass a .pt file or a run "
                               "directory")
@@ -110,12 +130,13 @@ class LoadedPolicy:
     """A camera policy ready to act on (H, W, C) uint8 observations."""
 
     policy: ActorCriticPolicy
-    meta: dict[str, Any]
+    meta: CheckpointMeta | None
+    """What its checkpoint says; None for a policy still in training."""
     path: Path
 
     @property
     def continuous(self) -> bool:
-        return self.meta["action_space"]["type"] == "box"
+        return isinstance(self.policy.action_space, gym.spaces.Box)
 
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         """Actions for a batch (N, H, W, C) or a single (H, W, C) observation."""
@@ -131,7 +152,12 @@ class LoadedPolicy:
 
 
 def load_checkpoint(target: str | os.PathLike, device: str = "cpu") -> LoadedPolicy:
-    """Load a checkpoint file or run directory (weights only: no pickled code runs)."""
+    """Load a checkpoint file or run directory (weights only: no pickled code runs).
+
+    Raises:
+        CheckpointError: no checkpoint, an unreadable or foreign file, metadata out of bounds
+            (one line naming the file and the field), or weights that do not fit it.
+    """
     path = resolve_checkpoint(target)
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
@@ -140,11 +166,13 @@ def load_checkpoint(target: str | os.PathLike, device: str = "cpu") -> LoadedPol
                               "pass a policy.pt written by embodied train") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an {FORMAT} checkpoint")
-    meta = json.loads(payload["meta"])
-    policy = build_policy(_space_from_json(meta["observation_space"]),
-                          _space_from_json(meta["action_space"]), meta["arch"])
+    meta = CheckpointMeta.from_json(payload.get("meta"), path)
+    state = payload.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: state_dict is missing; re-save it with embodied train")
+    policy = build_policy(meta.observation_space(), meta.action_space(), meta.arch.as_dict())
     try:
-        policy.load_state_dict(payload["state_dict"])
+        policy.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(f"{path}: weights do not match the stored architecture "
                               f"({str(err).splitlines()[0][:120]})") from None

@@ -12,7 +12,9 @@ MLP, action head and, for continuous actions, the clip that SB3 applies in `pred
 the network (an export of the bare network would drop it). The value head is left out.
 
 ONNX models carry the checkpoint's metadata (env config, frame stack, spaces) in
-`metadata_props["embodied_meta"]`, so a deployment needs the .onnx file alone.
+`metadata_props["embodied_meta"]`, so a deployment needs the .onnx file alone, and the SHA-256
+of the checkpoint file they were exported from in `metadata_props["checkpoint_sha256"]`, so a
+deployment can tell whether the model still is that checkpoint.
 
 Parity: the exported model and the PyTorch policy are run on the same observations (frames
 recorded by rolling the env with the policy, or ones passed in) and compared: the largest
@@ -24,10 +26,7 @@ one entry per format (policy.onnx and policy.ts share the stem `policy`).
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,10 +38,16 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from envs.config import EnvConfig, from_dict
-from envs.nav_env import CameraNavEnv
-from envs.wrappers import ChannelFrameStack
-from policies.checkpoint import CHECKPOINT_NAME, LoadedPolicy, load_checkpoint, resolve_checkpoint
+import rundir
+from envs.wrappers import make_env
+from policies.checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointMeta,
+    LoadedPolicy,
+    file_sha256,
+    load_checkpoint,
+    resolve_checkpoint,
+)
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts"}
 """Export format -> file suffix of the default output (`policy.onnx`, `policy.ts`)."""
@@ -51,6 +56,8 @@ OPSET = 17
 INPUT_NAME = "image"
 META_KEY = "embodied_meta"
 """ONNX `metadata_props` key holding the checkpoint metadata as JSON."""
+CHECKPOINT_SHA_KEY = "checkpoint_sha256"
+"""ONNX `metadata_props` key holding the SHA-256 of the checkpoint file exported."""
 
 PARITY_STEPS = 64
 """Control steps rolled out to record real frames for the parity check."""
@@ -127,17 +134,6 @@ def reference_outputs(loaded: LoadedPolicy, obs_hwc: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------- observations
 
 
-def image_shape(meta: dict[str, Any]) -> tuple[int, int, int]:
-    """(H, W, C) of the images the policy takes, from checkpoint metadata (stored CHW)."""
-    c, h, w = meta["observation_space"]["shape"]
-    return h, w, c
-
-
-def env_config(meta: dict[str, Any]) -> EnvConfig:
-    """The EnvConfig a checkpoint was trained on."""
-    return from_dict(EnvConfig, meta["env"], "env")
-
-
 def record_observations(loaded: LoadedPolicy, steps: int = PARITY_STEPS,
                         seed: int = PARITY_SEED) -> np.ndarray:
     """Roll the policy in its own env for `steps` control steps and keep every observation.
@@ -145,29 +141,32 @@ def record_observations(loaded: LoadedPolicy, steps: int = PARITY_STEPS,
     Returns:
         (steps, H, W, C) uint8, frame-stacked as the policy sees them.
     """
-    meta = loaded.meta
-    env = CameraNavEnv(env_config(meta), continuous=loaded.continuous)
-    k = int(meta.get("frame_stack", 1))
-    wrapped = ChannelFrameStack(env, k) if k > 1 else env
+    env = make_env(_meta(loaded).env_config(), loaded.continuous)
     frames, episodes = [], 0
     try:
-        obs, _ = wrapped.reset(seed=seed)
+        obs, _ = env.reset(seed=seed)
         for _ in range(steps):
             frames.append(obs)
             action = loaded.predict(obs)
-            obs, _, terminated, truncated, _ = wrapped.step(
+            obs, _, terminated, truncated, _ = env.step(
                 action if loaded.continuous else int(action))
             if terminated or truncated:
                 episodes += 1
-                obs, _ = wrapped.reset(seed=seed + episodes)
+                obs, _ = env.reset(seed=seed + episodes)
     finally:
         env.close()
     return np.stack(frames)
 
 
-def _check_obs(obs: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+def _meta(loaded: LoadedPolicy) -> CheckpointMeta:
+    if loaded.meta is None:
+        raise ExportError("exporting needs a policy loaded from a checkpoint (load_checkpoint)")
+    return loaded.meta
+
+
+def _check_obs(obs: np.ndarray, meta: CheckpointMeta) -> np.ndarray:
     obs = np.asarray(obs)
-    expected = image_shape(meta)
+    expected = meta.image_shape
     if obs.ndim == 3:
         obs = obs[None]
     if obs.dtype != np.uint8 or obs.ndim != 4 or obs.shape[1:] != expected or len(obs) == 0:
@@ -201,32 +200,6 @@ def parity_path(model_path: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """A temp path in `path`'s folder, renamed onto `path` when the block ends cleanly."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write `data` as indented JSON via a temp file in the same folder + rename."""
-    path = Path(path)
-    with _atomic_target(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@contextlib.contextmanager
 def _quiet_deprecations() -> Iterator[None]:
     # torch 2.13 marks torch.jit and the TorchScript-based ONNX exporter deprecated; both are
     # still the supported way to get these two formats from an SB3 policy.
@@ -239,26 +212,32 @@ def _quiet_deprecations() -> Iterator[None]:
 # ---------------------------------------------------------------------------- writers
 
 
-def _write_onnx(actor: ExportedActor, example: torch.Tensor, meta: dict[str, Any],
-                path: Path) -> None:
+def _write_onnx(actor: ExportedActor, example: torch.Tensor, meta: CheckpointMeta,
+                checkpoint_sha256: str, path: Path) -> None:
     out = output_name(actor.continuous)
-    with _atomic_target(path) as tmp:
+
+    def write(tmp: Path) -> None:
         with _quiet_deprecations():
             torch.onnx.export(
                 actor, (example,), str(tmp), dynamo=False, opset_version=OPSET,
                 input_names=[INPUT_NAME], output_names=[out],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, out: {0: "batch"}})
         model = onnx.load(str(tmp))
-        entry = model.metadata_props.add()
-        entry.key, entry.value = META_KEY, json.dumps(meta, sort_keys=True)
+        for key, value in ((META_KEY, meta.to_json()), (CHECKPOINT_SHA_KEY, checkpoint_sha256)):
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
         onnx.checker.check_model(model)
         onnx.save(model, str(tmp))
 
+    rundir.atomic_write(path, write)
+
 
 def _write_torchscript(actor: ExportedActor, example: torch.Tensor, path: Path) -> None:
-    with _atomic_target(path) as tmp, _quiet_deprecations():
-        traced = torch.jit.trace(actor, (example,), check_trace=False)
-        torch.jit.save(traced, str(tmp))
+    def write(tmp: Path) -> None:
+        with _quiet_deprecations():
+            torch.jit.save(torch.jit.trace(actor, (example,), check_trace=False), str(tmp))
+
+    rundir.atomic_write(path, write)
 
 
 def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
@@ -299,8 +278,10 @@ def export_policy(target: str | os.PathLike, fmt: str = "onnx",
             a `PARITY_STEPS`-step rollout of the policy in its own env.
 
     Returns:
-        {"format", "path", "parity_path", "checkpoint", "sha256", "input", "output",
-        "continuous", "n_obs", "obs_source", "max_abs_diff", "action_agreement"}.
+        {"format", "path", "parity_path", "checkpoint", "checkpoint_sha256" (of the
+        checkpoint file, also stored in the ONNX metadata), "sha256" (of the exported file),
+        "input", "output", "continuous", "n_obs", "obs_source", "max_abs_diff",
+        "action_agreement"}.
 
     Raises:
         CheckpointError: no readable checkpoint at `target`.
@@ -311,31 +292,34 @@ def export_policy(target: str | os.PathLike, fmt: str = "onnx",
     path = Path(out) if out is not None else default_export_path(target, fmt)
     if path.suffix != suffix:
         raise ExportError(f"{fmt} output {path} should end in {suffix}")
+    # Hashed before loading: the hash names the bytes the exported weights came from.
+    checkpoint_sha256 = file_sha256(checkpoint)
     loaded = load_checkpoint(checkpoint)
+    meta = _meta(loaded)
     if check_obs is None:
         obs, source = record_observations(loaded), f"rollout of {PARITY_STEPS} steps"
     else:
-        obs, source = _check_obs(check_obs, loaded.meta), "given"
+        obs, source = _check_obs(check_obs, meta), "given"
     actor = ExportedActor(loaded).eval()
     example = torch.from_numpy(obs[:1])
     if fmt == "onnx":
-        _write_onnx(actor, example, loaded.meta, path)
+        _write_onnx(actor, example, meta, checkpoint_sha256, path)
     else:
         _write_torchscript(actor, example, path)
     # The whole batch in one call also exercises the dynamic batch axis.
     result = parity(reference_outputs(loaded, obs), _run_exported(fmt, path, obs),
                     loaded.continuous)
-    h, w, c = image_shape(loaded.meta)
-    out_dim = 2 if loaded.continuous else int(loaded.meta["action_space"]["n"])
+    h, w, c = meta.image_shape
     report = {
         "format": fmt,
         "path": str(path),
         "parity_path": str(parity_path(path)),
         "checkpoint": str(checkpoint),
-        "sha256": _sha256(path),
+        "checkpoint_sha256": checkpoint_sha256,
+        "sha256": file_sha256(path),
         "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["N", h, w, c]},
         "output": {"name": output_name(loaded.continuous), "dtype": "float32",
-                   "shape": ["N", out_dim]},
+                   "shape": ["N", meta.n_outputs]},
         "continuous": loaded.continuous,
         "n_obs": int(len(obs)),
         "obs_source": source,
@@ -347,13 +331,13 @@ def export_policy(target: str | os.PathLike, fmt: str = "onnx",
 
 def _merge_parity(path: Path, fmt: str, report: dict[str, Any]) -> None:
     """Write this format's entry into `<stem>.parity.json`, keeping other formats' entries."""
-    entries: dict[str, Any] = {}
+    entries: Any = {}
     if path.is_file():
-        with contextlib.suppress(ValueError, OSError):
-            entries = json.loads(path.read_text())
+        with contextlib.suppress(rundir.RunFileError, OSError):
+            entries = rundir.read_json(path)
     entries = entries if isinstance(entries, dict) else {}
     entries[fmt] = report
-    write_json_atomic(path, entries)
+    rundir.write_json(path, entries)
 
 
 # ---------------------------------------------------------------------------- runtime
@@ -386,10 +370,12 @@ class OnnxPolicy:
         if META_KEY not in props:
             raise ExportError(f"{self.path} has no {META_KEY!r} metadata; re-export it with "
                               "export_policy")
-        self.meta: dict[str, Any] = json.loads(props[META_KEY])
-        self.continuous = self.meta["action_space"]["type"] == "box"
+        self.meta = CheckpointMeta.from_json(props[META_KEY], self.path)
+        self.checkpoint_sha256: str | None = props.get(CHECKPOINT_SHA_KEY)
+        """SHA-256 of the checkpoint it was exported from (None: exported before it was kept)."""
+        self.continuous = self.meta.continuous
         self.output_name = output_name(self.continuous)
-        self.image_shape = image_shape(self.meta)
+        self.image_shape = self.meta.image_shape
 
     def forward(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, C) -> float32 (N, A) logits or clipped actions."""

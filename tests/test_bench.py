@@ -1,19 +1,28 @@
-"""The env benchmark runs end to end at tiny settings and returns well-formed, positive figures.
+"""The env benchmark runs end to end at tiny settings and returns well-formed, positive figures;
+its timing helpers charge time where it is spent.
 
 No timing thresholds: this machine's speed varies too much for them."""
 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from eval import bench
+from eval import bench_env as alt
+from eval import bench_render as rend
 
 
 @pytest.fixture(scope="module")
 def result() -> dict:
-    return bench.bench_env(resolutions=(48,), steps=50, resets=20)
+    return bench.bench_env(resolutions=(48,), steps=50, resets=20, alternatives=False)
+
+
+@pytest.fixture(scope="module")
+def alternatives() -> dict:
+    return bench._alternatives(steps=40, seed=0)
 
 
 def test_bench_env_keys_and_types(result: dict) -> None:
@@ -46,8 +55,83 @@ def test_format_env_bench_shows_figures_and_targets(result: dict) -> None:
     assert ">= 80%" in text and "< 5 MB" in text
 
 
+def test_alternatives_are_complete_and_printed(alternatives: dict) -> None:
+    a = alternatives
+    json.dumps(a, allow_nan=False)
+    bare = a["bare_scene"]
+    assert bare["env_steps_per_s"] > 0 and bare["bare_steps_per_s"] > 0
+    assert bare["env_vs_bare"] == pytest.approx(
+        bare["env_steps_per_s"] / bare["bare_steps_per_s"], rel=0.01)
+    parts = a["breakdown"]["parts_ms"]
+    assert set(parts) == set(alt.PARTS) and parts["render"] > 0 and parts["drive"] > 0
+    assert 0 < a["breakdown"]["non_render_fraction"] < 1
+    names = [row["variant"] for row in a["geometry_variants"]]
+    assert len(names) == len(alt.GEOMETRY_VARIANTS) + 1 and alt.NO_TEXTURES in names
+    assert all(row["render_fps"] > 0 and row["env_steps_per_s"] > 0
+               for row in a["geometry_variants"])
+    assert [row["physics_hz"] for row in a["physics_rates"]["rates"]] == [60, 30, 20, 10]
+    renderers = a["renderers"]
+    assert renderers["tiny_renderer_fill"]["empty_frame_us"] > 0
+    assert 0 < renderers["covered_fraction"] <= 1
+    egl = renderers["egl_llvmpipe"]
+    assert isinstance(egl["available"], bool)
+    assert egl["env_steps_per_s"] > 0 if egl["available"] else egl["reason"]
+    assert a["miniworld_gap"]["miniworld_steps_per_s"] == list(rend.MINIWORLD_STEPS_PER_S)
+    text = "\n".join(bench._format_alternatives(a))
+    for phrase in ("bare PyBullet scene", "outside the renderer", "first release", "60 Hz",
+                   "TinyRenderer 64x64", "EGL plugin on llvmpipe", "Miniworld"):
+        assert phrase in text, phrase
+
+
+def test_step_breakdown_parts_add_up_to_the_step() -> None:
+    env = alt._env(16)
+    got = alt.step_breakdown(env, 30, seed=1)
+    env.close()
+    assert sum(got["parts_ms"].values()) == pytest.approx(got["step_ms"], abs=1e-3)
+    assert got["steps"] == 30 and got["resets"] >= 0
+    assert "_render" not in vars(env)  # the timing wrappers are gone
+
+
+def test_part_timer_charges_nested_time_to_the_inner_part() -> None:
+    timer = alt._PartTimer()
+    inner = timer.wrap(lambda: time.sleep(0.02), "render")
+    outer = timer.wrap(lambda: (time.sleep(0.01), inner()), "reset")
+    outer()
+    assert timer.seconds["render"] == pytest.approx(0.02, abs=0.008)
+    assert timer.seconds["reset"] == pytest.approx(0.01, abs=0.008)
+
+
+def test_bare_scene_drives_and_renders() -> None:
+    bare = alt.BareScene(16, seed=0)
+    start = bare.frame().copy()
+    bare(5)
+    assert bare.t == 5 and (bare.frame() != start).any()  # the camera moved
+    bare.close()
+
+
+def test_miniworld_gap_arithmetic() -> None:
+    breakdown = {"step_ms": 1.0, "parts_ms": {"render": 0.8}}
+    tiny = {"empty_frame_us": 100.0, "ns_per_filled_pixel": 150.0}
+    egl = {"available": True, "fill": {"256": {"ns_per_filled_pixel": 2.0}}}
+    gap = rend.miniworld_gap(0.9, breakdown, tiny, egl, covered=0.5, pixels=4000)
+    equivalent = 0.9 * rend.BARE_SCENE_CITED_STEPS_PER_S
+    fastest, slowest = rend.MINIWORLD_STEPS_PER_S[1], rend.MINIWORLD_STEPS_PER_S[0]
+    assert gap["env_vs_miniworld"] == [round(equivalent / fastest, 3),
+                                       round(equivalent / slowest, 3)]
+    target = equivalent / fastest  # ms: the 1 ms step shrunk to Miniworld's pace
+    assert gap["target_step_ms"] == pytest.approx(target, abs=1e-4)
+    needed = 1e6 * (target - 0.2 - 0.1) / 2000
+    assert gap["needed_ns_per_filled_pixel"] == pytest.approx(needed, abs=0.01)
+    effective = 1e6 * (0.8 - 0.1) / 2000  # the env's render over its covered pixels
+    assert gap["env_ns_per_covered_pixel"] == pytest.approx(effective, abs=0.01)
+    assert gap["fill_speedup_needed"] == pytest.approx(effective / needed, abs=0.01)
+    assert gap["llvmpipe_ns_per_filled_pixel"] == 2.0
+    ahead = rend.miniworld_gap(2.0, breakdown, tiny, egl, covered=0.5, pixels=4000)
+    assert ahead["target_step_ms"] == 1.0  # already faster: nothing to shrink
+
+
 def test_mesh_robot_lands_in_the_arena() -> None:
-    env = bench._env(32)
+    env = alt._env(32)
     _, info = env.reset(seed=0)
     body = bench.add_mesh_robot(env, info)
     (x, y, _), _ = env._client.getBasePositionAndOrientation(body)

@@ -15,24 +15,26 @@ import numpy as np
 import pytest
 import torch
 
+import embodied_cli
 from envs.config import EnvConfig, ObservationConfig, to_dict
-from envs.nav_env import DISCRETE_ACTIONS
-from policies.bag import read_bag_summary
-from policies.checkpoint import CheckpointError, build_policy, save_checkpoint
-from policies.deploy import (
+from envs.nav_env import DISCRETE_ACTIONS, CameraNavEnv
+from envs.wrappers import make_env
+from eval.deploy_report import write_deploy_report
+from policies.checkpoint import CheckpointError, build_policy, file_sha256, save_checkpoint
+from policies.deploy.bag import read_bag_summary
+from policies.deploy.loop import ensure_onnx, run_deploy
+from policies.deploy.messages import Image, Twist, UInt32, image_to_msg, twist_to_action
+from policies.deploy.node import Context, Node, SingleThreadedExecutor
+from policies.deploy.nodes import (
     TOPIC_CMD,
+    TOPIC_EPISODE,
     TOPIC_IMAGE,
     TOPICS,
     PolicyNode,
-    ensure_onnx,
     env_action_to_twist,
-    run_deploy,
     twist_to_env_action,
-    write_deploy_report,
 )
 from policies.export import OnnxPolicy, export_policy, parity_path
-from policies.node import Context, Node, SingleThreadedExecutor
-from policies.ros import Image, Twist, image_to_msg, twist_to_action
 
 SIZE = 40
 ARCH = {"features_dim": 32, "channels": [8, 16, 16], "net_arch": [32]}
@@ -46,7 +48,7 @@ def _checkpoint(path: Path, continuous: bool, bias: float = 0.0) -> Path:
     policy = build_policy(gym.spaces.Box(0, 255, (3, SIZE, SIZE), np.uint8), action_space, ARCH)
     with torch.no_grad():
         policy.action_net.bias.fill_(bias)
-    meta = {"env": to_dict(CFG), "frame_stack": 1, "continuous": continuous}
+    meta = {"env": to_dict(CFG)}  # spaces and arch are added by save_checkpoint
     return save_checkpoint(path / "policy.pt", policy, ARCH, meta)
 
 
@@ -122,14 +124,48 @@ def test_missing_checkpoint_raises_checkpoint_error(tmp_path: Path) -> None:
         export_policy(tmp_path, "onnx")  # a folder with no checkpoint in it
 
 
-def test_existing_onnx_is_reused_until_the_checkpoint_is_newer(discrete_ckpt: Path,
-                                                               onnx_export: dict) -> None:
-    path, report = ensure_onnx(discrete_ckpt)
-    assert path == Path(onnx_export["path"]) and report is None
-    later = path.stat().st_mtime + 10
-    os.utime(discrete_ckpt, (later, later))
-    path, report = ensure_onnx(discrete_ckpt)
-    assert report is not None and report["action_agreement"] == 1.0
+def test_onnx_records_the_checkpoint_hash(discrete_ckpt: Path, onnx_export: dict) -> None:
+    digest = file_sha256(discrete_ckpt)
+    assert onnx_export["checkpoint_sha256"] == digest
+    assert OnnxPolicy(onnx_export["path"]).checkpoint_sha256 == digest
+    parity = json.loads(parity_path(onnx_export["path"]).read_text())
+    assert parity["onnx"]["checkpoint_sha256"] == digest
+
+
+def test_deploy_reexports_when_the_checkpoint_bytes_change_whatever_the_file_times(
+        tmp_path: Path) -> None:
+    ckpt = _checkpoint(tmp_path, continuous=False, bias=0.0)
+    path, digest, report = ensure_onnx(ckpt)
+    assert report is not None and digest == file_sha256(ckpt)
+    # Same bytes, newer file time: the model is still the checkpoint's, so it is reused.
+    later = path.stat().st_mtime + 100
+    os.utime(ckpt, (later, later))
+    assert ensure_onnx(ckpt) == (path, digest, None)
+    # Different weights written with a file time older than the model's: a time-based check
+    # would run the stale model; the hash does not match, so deploy exports afresh.
+    _checkpoint(tmp_path, continuous=False, bias=5.0)
+    older = path.stat().st_mtime - 100
+    os.utime(ckpt, (older, older))
+    new_digest = file_sha256(ckpt)
+    assert new_digest != digest
+    deployed = run_deploy(ckpt, rate=20.0, duration=0.5, warmup_ticks=2)
+    assert deployed["model_reused"] is False and deployed["export_parity"] is not None
+    assert deployed["checkpoint_sha256"] == new_digest
+    assert OnnxPolicy(path).checkpoint_sha256 == new_digest
+
+
+def test_checkpoint_and_exports_get_the_umask_permissions(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        ckpt = _checkpoint(tmp_path, continuous=False)
+        obs = np.zeros((2, SIZE, SIZE, 3), np.uint8)
+        onnx_path = Path(export_policy(ckpt, "onnx", check_obs=obs)["path"])
+        ts_path = Path(export_policy(ckpt, "torchscript", check_obs=obs)["path"])
+    finally:
+        os.umask(old)
+    for path in (ckpt, onnx_path, ts_path, parity_path(onnx_path)):
+        assert path.stat().st_mode & 0o777 == 0o644, path
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp left
 
 
 # ---------------------------------------------------------------------------- command mapping
@@ -222,3 +258,71 @@ def test_metrics_endpoint_serves_the_loop_counters(discrete_ckpt: Path,
                  "embodied_deploy_latency_seconds_bucket", "embodied_deploy_episodes_total"):
         assert name in text
     assert result["report"]["rejected_messages"] >= 1
+
+
+def test_metrics_port_is_checked_and_a_port_in_use_is_named(discrete_ckpt: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(ValueError, match="1-65535"):
+        run_deploy(discrete_ckpt, duration=0.5, metrics_port=99999)
+    with pytest.raises(SystemExit) as exit_info:
+        embodied_cli.main(["deploy", str(discrete_ckpt), "--metrics-port", "99999"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--metrics-port: must be a port number 1-65535" in err and "Traceback" not in err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = embodied_cli.main(["deploy", str(discrete_ckpt), "--duration", "0.5",
+                                  "--metrics-port", str(port)])
+    out, err = capsys.readouterr()
+    assert code == 2 and "Serving" not in out  # announced only once the port is open
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"metrics port {port}" in lines[0]
+
+
+# ---------------------------------------------------------------------------- frame stacking
+
+STACKED_CFG = EnvConfig(observation=ObservationConfig(width=SIZE, height=SIZE, frame_stack=2),
+                        max_steps=10)
+
+
+def test_policy_node_stacks_frames_as_the_env_and_restarts_at_each_episode(
+        tmp_path: Path) -> None:
+    policy = build_policy(gym.spaces.Box(0, 255, (6, SIZE, SIZE), np.uint8),
+                          gym.spaces.Discrete(len(DISCRETE_ACTIONS)), ARCH)
+    ckpt = save_checkpoint(tmp_path / "policy.pt", policy, ARCH, {"env": to_dict(STACKED_CFG)})
+    obs = np.zeros((2, SIZE, SIZE, 6), np.uint8)
+    onnx_policy = OnnxPolicy(export_policy(ckpt, "onnx", check_obs=obs)["path"])
+    context, executor = Context(), SingleThreadedExecutor()
+    node = PolicyNode(context, onnx_policy)
+    seen: list[np.ndarray] = []
+    forward = onnx_policy.forward
+    onnx_policy.forward = lambda batch: seen.append(batch[0].copy()) or forward(batch)
+    camera = Node("camera", context)
+    image_pub = camera.create_publisher(Image, TOPIC_IMAGE, 5)
+    episode_pub = camera.create_publisher(UInt32, TOPIC_EPISODE, 5)
+    executor.add_node(node)
+    # The robot streams raw frames; training's env stacks them with a reset per episode.
+    raw, stacked = CameraNavEnv(STACKED_CFG), make_env(STACKED_CFG)
+    expected = []
+    try:
+        for episode, seed in enumerate((11, 12)):
+            frame, _ = raw.reset(seed=seed)
+            expected.append(stacked.reset(seed=seed)[0])
+            episode_pub.publish(UInt32(data=episode))
+            image_pub.publish(image_to_msg(frame, 0, "cam"))
+            executor.spin_once(timeout_sec=0.0)
+            for t in range(3):
+                frame = raw.step(t % len(DISCRETE_ACTIONS))[0]
+                expected.append(stacked.step(t % len(DISCRETE_ACTIONS))[0])
+                image_pub.publish(image_to_msg(frame, 0, "cam"))
+                executor.spin_once(timeout_sec=0.0)
+    finally:
+        raw.close()
+        stacked.close()
+    assert len(seen) == len(expected) == 8
+    for got, want in zip(seen, expected):
+        np.testing.assert_array_equal(got, want)
+    # The first frame of the second episode fills the stack: nothing of episode one remains.
+    np.testing.assert_array_equal(seen[4][..., :3], seen[4][..., 3:])

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+import rundir
 from envs.config import EnvConfig, ObservationConfig, to_dict
-from eval import metrics, report
+from eval import metrics, report, robustness
 from eval.record import caption, record_video
 from eval.rollout import OracleAgent, RandomAgent, episode_seed, evaluate, make_eval_env
 from eval.video import read_video_meta
@@ -72,7 +73,7 @@ def test_evaluate_all_writes_files_on_shared_seeds(evaluated: tuple[dict, Path],
     seeds = {}
     for name in summary["policies"]:
         assert summary[name]["episodes"] + summary[name]["errors"] == 3
-        records = report.read_jsonl(out / f"episodes_{name}.jsonl")
+        records = rundir.read_jsonl(out / f"episodes_{name}.jsonl")
         seeds[name] = [(r["seed"], r["scene"]["layout_seed"]) for r in records]
         assert [r["seed"] for r in records] == [episode_seed(5, k) for k in range(3)]
         assert all(r["scene"]["layout_seed"] % 2 == 1 for r in records)  # held-out parity
@@ -114,8 +115,8 @@ def test_evaluate_all_without_checkpoint_needs_no_policy() -> None:
 
 
 def test_sweep_one_factor_leaves_others_at_zero(checkpoint: Path, tmp_path: Path) -> None:
-    data = report.sweep(checkpoint, factor="camera", strengths=(0.0, 1.0), episodes=3,
-                        out_dir=tmp_path, progress=False)
+    data = robustness.sweep(checkpoint, factor="camera", strengths=(0.0, 1.0), episodes=3,
+                            out_dir=tmp_path, progress=False)
     assert json.loads((tmp_path / "sweep_camera.json").read_text()) == data
     png = (tmp_path / "sweep_camera.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 1000
@@ -123,7 +124,7 @@ def test_sweep_one_factor_leaves_others_at_zero(checkpoint: Path, tmp_path: Path
         (0.0, "policy"), (0.0, "oracle"), (1.0, "policy"), (1.0, "oracle")]
     for row in data["rows"]:
         assert set(row) >= {"success_rate", "success_rate_ci95", "spl", "spl_ci95"}
-    records = report.read_jsonl(tmp_path / "sweep_camera_episodes.jsonl")
+    records = rundir.read_jsonl(tmp_path / "sweep_camera_episodes.jsonl")
     assert len(records) == 2 * 2 * 3
     swept = [r["scene"] for r in records if r["strength"] == 1.0 and r["policy"] == "oracle"]
     # lighting and layout sit at their anchors in every episode; the camera varies
@@ -135,8 +136,8 @@ def test_sweep_one_factor_leaves_others_at_zero(checkpoint: Path, tmp_path: Path
 
 
 def test_sweep_all_factors_without_checkpoint(tmp_path: Path) -> None:
-    data = report.sweep(None, strengths=(0.0, 2.0), episodes=2, out_dir=tmp_path,
-                        policies=("oracle",), progress=False)
+    data = robustness.sweep(None, strengths=(0.0, 2.0), episodes=2, out_dir=tmp_path,
+                            policies=("oracle",), progress=False)
     assert (tmp_path / "sweep_all.json").is_file() and (tmp_path / "sweep_all.png").is_file()
     assert [r["strength"] for r in data["rows"]] == [0.0, 2.0]
 
@@ -147,7 +148,7 @@ def test_sweep_all_factors_without_checkpoint(tmp_path: Path) -> None:
     (" camera = 1.5 ", ("camera", (1.5,))),
 ])
 def test_parse_sweep(text: str, expected: tuple) -> None:
-    assert report.parse_sweep(text) == expected
+    assert robustness.parse_sweep(text) == expected
 
 
 @pytest.mark.parametrize(("text", "match"), [
@@ -156,7 +157,7 @@ def test_parse_sweep(text: str, expected: tuple) -> None:
 ])
 def test_parse_sweep_rejects_bad_input(text: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
-        report.parse_sweep(text)
+        robustness.parse_sweep(text)
 
 
 def test_gate() -> None:
@@ -174,7 +175,7 @@ def test_missing_checkpoint_is_named(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="does not exist"):
         report.evaluate_all(tmp_path / "nope.pt", episodes=1, progress=False)
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
-        report.sweep(tmp_path, episodes=1, progress=False)
+        robustness.sweep(tmp_path, episodes=1, progress=False)
 
 
 def test_corrupt_checkpoint_is_named(tmp_path: Path) -> None:

@@ -151,3 +151,40 @@ def test_format_table_aligns_rows() -> None:
     # Four identical ORDINARY episodes: every resample has SPL 0.8.
     assert "0.80 [0.80, 0.80]" in lines[3]
     assert lines[4].startswith("random") and "n/a" in lines[4]
+
+
+def test_collision_free_success_and_contact_rate() -> None:
+    # success clean, success with 3 contact steps, failure clean, failure with 1 contact step
+    records = [
+        record(True, 4.0, 4.0, 0.2, collisions=0),
+        record(True, 4.0, 4.0, 0.2, collisions=3),
+        record(False, 1.0, 4.0, 3.0, collisions=0),
+        record(False, 1.0, 4.0, 3.0, collisions=1),
+        {"error": "boom"},
+    ]
+    s = metrics.summarize(records)
+    assert s["success_rate"] == pytest.approx(0.5)
+    assert s["collision_free_success"] == pytest.approx(0.25)
+    assert s["contact_episode_rate"] == pytest.approx(0.5)
+    for name in ("collision_free_success", "contact_episode_rate"):
+        lo, hi = s[f"{name}_ci95"]
+        assert 0.0 <= lo <= s[name] <= hi <= 1.0 and lo < hi
+    # every episode clean and successful: no resample can differ
+    clean = metrics.summarize([record(True, 4.0, 4.0, 0.2)] * 5)
+    assert clean["collision_free_success_ci95"] == [1.0, 1.0]
+    assert clean["contact_episode_rate"] == 0.0 and clean["contact_episode_rate_ci95"] == [0.0, 0.0]
+
+
+def test_summary_counts_failure_modes() -> None:
+    facts = {"timed_out": True, "longest_contact_streak": 0, "turn_in_place_steps": 0,
+             "goal_first_seen_step": 3, "goal_in_view_frames": 50, "min_distance": 0.5,
+             "longest_no_progress_steps": 150}
+    approached = {**record(False, 3.0, 4.0, 0.9, steps=200), **facts}
+    blind = {**approached, "goal_first_seen_step": None}
+    s = metrics.summarize([approached, approached, blind, ORDINARY, {"error": "boom"}])
+    modes = s["failure_modes"]
+    assert modes["approached_timed_out"] == 2 and modes["never_saw_goal"] == 1
+    assert modes["error"] == 1 and sum(modes.values()) == 4
+    # failed records written before the facts existed still count, as unclassified
+    assert metrics.summarize([FAILED])["failure_modes"]["unclassified"] == 1
+    json.dumps(s, allow_nan=False)

@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
 
-from policies.bag import BagRecorder, read_bag_summary
-from policies.node import Context, Node, QoSProfile, SingleThreadedExecutor, now_ns
-from policies.ros import (
+from policies.deploy.bag import BagRecorder, read_bag_summary
+from policies.deploy.messages import (
     Image,
     MessageError,
     Odometry,
@@ -29,6 +28,7 @@ from policies.ros import (
     to_cdr,
     twist_to_action,
 )
+from policies.deploy.node import Context, Node, QoSProfile, SingleThreadedExecutor, now_ns
 
 STAMP_NS = 1_700_000_000_123_456_789
 
@@ -164,7 +164,6 @@ def test_publisher_reaches_subscriber() -> None:
     assert got == []  # delivery happens on spin, not on publish
     assert executor.spin_once(timeout_sec=0) == 3
     assert got == msgs
-    assert pub.get_subscription_count() == 1
 
 
 def test_keep_last_drops_the_oldest() -> None:

@@ -83,7 +83,7 @@ def test_ppo_method_runs(tmp_path: Path):
     run_dir = tmp_path / "ppo"
     assert run_cli("train", "--config", "tiny", "--run-dir", str(run_dir), "--quiet",
                    "method=ppo") == 0
-    assert load_checkpoint(run_dir / "final" / "policy.pt").meta["method"] == "ppo"
+    assert load_checkpoint(run_dir / "final" / "policy.pt").meta.method == "ppo"
 
 
 @pytest.mark.parametrize("override,field", [
@@ -127,4 +127,49 @@ def test_sigint_saves_checkpoint_and_exits_zero(tmp_path: Path):
     latest = json.loads((run_dir / "checkpoints/latest.json").read_text())
     assert latest["timesteps"] > 0
     loaded = load_checkpoint(run_dir / "checkpoints" / latest["path"] / "policy.pt")
-    assert loaded.meta["timesteps"] == latest["timesteps"]
+    assert loaded.meta.timesteps == latest["timesteps"]
+
+
+def test_run_json_records_the_machine(tiny_run: Path):
+    run = json.loads((tiny_run / "run.json").read_text())
+    assert {"cpu", "cores", "python", "platform"} <= set(run["machine"])
+    assert run["versions"]["torch"] == torch.__version__
+
+
+def test_training_ignores_the_global_numpy_rng(tmp_path: Path):
+    """Every random draw comes from a seeded generator: the global numpy state (which no code
+    seeds any more) changes nothing."""
+    import numpy as np
+
+    from training.train import train
+
+    weights = []
+    for k, global_seed in enumerate((0, 12345)):
+        np.random.seed(global_seed)
+        result = train(load_config("tiny", ["eval.every_timesteps=0"]), tmp_path / f"r{k}",
+                       quiet=True)
+        weights.append(torch.load(result.final_checkpoint, weights_only=True)["state_dict"])
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def test_quickstart_pipeline_in_process(tmp_path: Path):
+    from envs.config import ConfigError as Refused
+    from training.quickstart import QuickstartSettings, quickstart
+
+    settings = QuickstartSettings(config="tiny", episodes=1, video_episodes=1,
+                                  bench_resolution=32, bench_steps=20, bench_resets=3,
+                                  oracle_episodes=1)
+    lines: list[str] = []
+    result = quickstart(tmp_path / "qs", settings, quiet=True, log=lines.append)
+    assert not result.interrupted and result.summary["policies"] == ["policy", "oracle", "random"]
+    assert [line.split("]")[0] for line in lines if line.startswith("\n[")] == [
+        f"\n[{k}/5" for k in range(1, 6)]
+    assert all(Path(p).is_file() for p in result.files)
+    names = {Path(p).name for p in result.files}
+    assert {"summary.json", "video_policy.mp4", "bench_env.json", "ENGINEERING_NOTES.md",
+            "index.html"} <= names
+    assert result.checkpoint.is_file() and result.run_dir == tmp_path / "qs" / "run"
+    with pytest.raises(Refused, match="not empty"):
+        quickstart(tmp_path / "qs", settings, log=lines.append)
+    with pytest.raises(Refused, match="episodes"):
+        QuickstartSettings(episodes=0)

@@ -20,10 +20,11 @@ import yaml
 import embodied_cli
 from writeup.build import numbers, printed, render_markdown, write_writeup
 from writeup.collect import collect
-from writeup.sections import RANDOMIZATION_GROUPS
 
 REPO = Path(__file__).resolve().parent.parent
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = shutil.which("chromium")
+REQUIRE_BROWSER = os.environ.get("EMBODIED_REQUIRE_BROWSER") == "1"
+"""Set by .ci/run, which installs Chromium: there the browser test must run, never skip."""
 PROJECT_PACKAGES = {"envs", "training", "policies", "eval", "embodied_cli"}
 
 
@@ -226,6 +227,9 @@ def test_collect_reads_every_artifact(built: dict[str, Any]) -> None:
         assert name in data["files"], name
         assert Path(data["sources"][name]).is_file()
     assert data["monitor"] and data["media"]["video_gif"] and data["media"]["sweep_png"]
+    # every env's training episodes are read, so the learning curve has its training line
+    assert all(data["monitor"].values()), {k: len(v) for k, v in data["monitor"].items()}
+    assert "Grey: rolling success of training episodes" in built["md"]
 
 
 def test_files_are_written_and_every_linked_image_exists(built: dict[str, Any]) -> None:
@@ -291,8 +295,9 @@ def test_headline_tables_match_the_json(built: dict[str, Any]) -> None:
         assert cell in row, (name, row)
     cfg = yaml.safe_load((Path(data["run_dir"]) / "config.yaml").read_text())
     env_section = section(md, "The environment")
+    groups = json.loads((Path(data["run_dir"]) / "run.json").read_text())["randomization_groups"]
     for field, (low, high) in cfg["env"]["randomization"].items():
-        group = RANDOMIZATION_GROUPS.get(field, "unlisted")
+        group = groups[field]
         assert f"| `{field}` | {low:g} | {high:g} | {group} |" in env_section, field
     bench = json.loads((Path(data["bench_dir"]) / "bench_infer.json").read_text())
     onnx = bench["backends"]["onnxruntime"]
@@ -378,19 +383,20 @@ def test_html_is_self_contained(built: dict[str, Any]) -> None:
 
 
 def test_markdown_renders_with_a_standard_parser(built: dict[str, Any]) -> None:
-    markdown = pytest.importorskip("markdown")
+    import markdown
     html = markdown.markdown(built["md"], extensions=["tables", "fenced_code"])
     assert html.count("<table>") == len(tables(built["md"]))
     assert html.count("<img") == len(re.findall(r"!\[", built["md"]))
     assert 'class="language-mermaid"' in html
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium on this machine")
+@pytest.mark.skipif(not CHROMIUM and not REQUIRE_BROWSER, reason="no chromium on this machine")
 def test_html_renders_in_headless_chromium(built: dict[str, Any], tmp_path: Path) -> None:
     import imageio.v3 as iio
 
+    assert CHROMIUM, "EMBODIED_REQUIRE_BROWSER=1 but no chromium on PATH"
     shot = tmp_path / "page.png"
-    subprocess.run([str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                     "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync",
                     f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,2400",
@@ -399,6 +405,10 @@ def test_html_renders_in_headless_chromium(built: dict[str, Any], tmp_path: Path
     assert shot.is_file()
     pixels = iio.imread(shot)[..., :3].astype(np.float64)
     assert pixels.std() > 5.0, "the screenshot is blank"
+    # text and tables are grey (0 % of this view above 15, measured); only the inlined figures,
+    # the architecture diagram at the top, bring colour (about 2 %): colour means they decoded
+    saturation = pixels.max(axis=-1) - pixels.min(axis=-1)
+    assert (saturation > 15).mean() > 0.005, "no figure drawn on the page"
 
 
 def test_rebuild_replaces_the_notes(built: dict[str, Any], run_dir: Path,
@@ -412,15 +422,25 @@ def test_rebuild_replaces_the_notes(built: dict[str, Any], run_dir: Path,
     assert not [p for p in out.rglob(".*")], "temp files left behind"
 
 
-def test_randomization_groups_match_the_env_config() -> None:
+def test_randomization_groups_come_from_run_json(built: dict[str, Any]) -> None:
     from envs.config import RandomizationConfig
 
-    groups = {f.name: f.metadata["group"] for f in dataclasses.fields(RandomizationConfig)}
-    assert groups == RANDOMIZATION_GROUPS
+    data = json.loads(json.dumps(built["data"]))
+    groups = data["files"]["run.json"]["randomization_groups"]
+    assert groups == {f.name: f.metadata["group"]
+                      for f in dataclasses.fields(RandomizationConfig)}
+    field = next(iter(groups))
+    groups[field] = "renamed_group"
+    assert f"| `{field}` |" in render_markdown(data)
+    assert "| renamed_group |" in section(render_markdown(data), "The environment")
+    del data["files"]["run.json"]["randomization_groups"]
+    row = next(line for line in section(render_markdown(data), "The environment").splitlines()
+               if line.startswith(f"| `{field}` |"))
+    assert row.endswith("| n/a |"), row
 
 
 def test_writeup_imports_no_project_package() -> None:
-    for path in sorted((REPO / "writeup").glob("*.py")):
+    for path in sorted((REPO / "writeup").rglob("*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
@@ -431,37 +451,3 @@ def test_writeup_imports_no_project_package() -> None:
                 continue
             roots = {n.split(".")[0] for n in names}
             assert not roots & PROJECT_PACKAGES, (path.name, roots)
-
-
-def test_missing_run_directory_is_named(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="embodied train"):
-        collect(tmp_path / "nowhere", tmp_path)
-
-
-def test_doc_prints_only_what_it_can_trace() -> None:
-    from writeup.doc import Doc
-
-    doc = Doc({"files": {"x.json": {"a": {"20.0": 1.5}, "b": [0.123, True, None],
-                                    "cpu": "A | B\nC"}}})
-    assert doc.num("x.json", "a", "20.0") == "n/a"  # no writable key, so not printed
-    assert doc.num("x.json", "b", 0) == "0.12"
-    assert doc.num("x.json", "b", 1) == "n/a" and doc.num("x.json", "b", 2) == "n/a"
-    assert doc.num("x.json", "missing") == "n/a" and doc.num("y.json", "a") == "n/a"
-    assert doc.text("x.json", "cpu") == "A / B C"
-    assert [p.key for p in doc.printed] == ["x.json:b[0]", "x.json:cpu"]
-
-
-def test_monitor_series_merges_envs_in_time_order() -> None:
-    from writeup.figures import frame_strip, monitor_series
-
-    monitor = {"env0": [{"l": 10, "t": 1.0, "success": True}, {"l": 5, "t": 3.0,
-                                                                 "success": False}],
-               "env1": [{"l": 20, "t": 2.0, "success": True},
-                        {"l": 7, "t": 4.0, "success": None}]}
-    series = monitor_series(monitor, window=2)
-    assert series["timesteps"].tolist() == [10, 30, 35]
-    assert series["wall_clock_s"].tolist() == [1.0, 2.0, 3.0]
-    assert series["success_rate"].tolist() == [1.0, 1.0, 0.5]
-    frames = np.zeros((9, 4, 5, 3), dtype=np.uint8)
-    strip = frame_strip(frames, count=3, gap=2)
-    assert strip.shape == (4, 3 * 5 + 2 * 2, 3)

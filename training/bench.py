@@ -10,21 +10,24 @@ evaluation first reached 90 % success, confirmed by a final 200-episode held-out
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+import rundir
 from envs.config import ConfigError
-from eval.bench import machine_info
 from eval.report import evaluate_all
 from eval.rollout import TEST_SEED
+from policies.threads import torch_threads
 from training.config import TrainConfig, load_config
 from training.ppo import ThreadPhases, make_ppo
 from training.train import train
-from training.vec import make_vec_env
+from training.vec import make_vec_env, running
+
+PACKAGES = ("pybullet", "numpy", "gymnasium", "torch", "stable_baselines3")
+"""Versions stamped on the training benchmarks' machine record."""
 
 LAYOUTS = (
     # (label, n_envs, vec_env, threads while collecting, threads while training)
@@ -37,18 +40,16 @@ LAYOUTS = (
 
 def _ppo_steps_per_s(cfg: TrainConfig, n_envs: int, vec_env: str, collect: int | None,
                      train_threads: int | None, steps: int) -> float:
-    default_threads = torch.get_num_threads()
-    venv = make_vec_env(cfg.env, n_envs, cfg.seed, False, 1, vec_env)
-    try:
+    venv = make_vec_env(cfg.env, n_envs, cfg.seed, False, kind=vec_env)
+    # the callback changes torch's thread count; torch_threads puts the current one back
+    with running(venv), torch_threads(torch.get_num_threads()):
         model = make_ppo(cfg, venv, "cpu", None)
         callback = None if collect is None else ThreadPhases(collect, train_threads)
         model.learn(cfg.ppo.n_steps * n_envs, callback=callback)  # warm-up: workers, caches
         start = time.perf_counter()
         model.learn(steps, callback=callback, reset_num_timesteps=False)
-        return steps / (time.perf_counter() - start)
-    finally:
-        venv.close()
-        torch.set_num_threads(default_threads)
+        elapsed = time.perf_counter() - start
+    return steps / elapsed
 
 
 def bench_train(steps: int = 4096, config: str = "ppo") -> dict[str, Any]:
@@ -62,7 +63,7 @@ def bench_train(steps: int = 4096, config: str = "ppo") -> dict[str, Any]:
                      "steps_per_s": round(_ppo_steps_per_s(cfg, n_envs, vec_env, collect,
                                                            train_threads, steps), 1)})
     best = max(r["steps_per_s"] for r in rows[1:])
-    return {"machine": machine_info(), "steps": steps, "config": config,
+    return {"machine": rundir.machine_info(PACKAGES), "steps": steps, "config": config,
             "batch_size": cfg.ppo.batch_size, "n_steps": cfg.ppo.n_steps,
             "n_epochs": cfg.ppo.n_epochs, "rows": rows,
             "speedup": round(best / rows[0]["steps_per_s"], 2), "target_steps_per_s": 400}
@@ -80,10 +81,9 @@ def format_train(result: dict[str, Any]) -> str:
 
 
 def _learn_row(method: str, run_dir: Path, final: dict[str, Any]) -> dict[str, Any]:
-    summary = json.loads((run_dir / "train_summary.json").read_text())
-    curve_path = run_dir / "eval_during_training.jsonl"
-    curve = [json.loads(line) for line in curve_path.read_text().splitlines() if line] \
-        if curve_path.is_file() else []
+    summary = rundir.read_json(run_dir / rundir.TRAIN_SUMMARY_FILE)
+    curve_path = run_dir / rundir.EVAL_DURING_TRAINING_FILE
+    curve = rundir.read_jsonl(curve_path) if curve_path.is_file() else []
     return {"method": method, "run_dir": str(run_dir),
             "time_to_90pct_heldout_s": summary["time_to_90pct_heldout_s"],
             "final_heldout_success": final["policy"]["success_rate"],
@@ -96,7 +96,7 @@ def _learn_row(method: str, run_dir: Path, final: dict[str, Any]) -> dict[str, A
                       for row in curve]}
 
 
-def bench_learn(budget_s: float = 1200.0, out_dir: Path = Path("runs/bench"),
+def bench_learn(budget_s: float = 1200.0, out_dir: Path = Path(rundir.DEFAULT_BENCH_DIR),
                 methods: tuple[str, ...] = ("default", "ppo"),
                 final_episodes: int = 200) -> dict[str, Any]:
     """Train each preset for at most `budget_s` seconds; time to 90 % held-out success."""
@@ -109,9 +109,10 @@ def bench_learn(budget_s: float = 1200.0, out_dir: Path = Path("runs/bench"),
         result = train(cfg, run_dir, argv=["bench", "learn"])
         final = evaluate_all(result.best_checkpoint or result.final_checkpoint,
                              split="heldout", episodes=final_episodes, seed=TEST_SEED,
-                             policies=("policy",), out_dir=run_dir / "eval_heldout")
+                             policies=("policy",),
+                             out_dir=run_dir / rundir.eval_dir_name("heldout"))
         rows.append(_learn_row(cfg.method, run_dir, final))
-    return {"machine": machine_info(), "budget_s": budget_s, "target_success": 0.9,
+    return {"machine": rundir.machine_info(PACKAGES), "budget_s": budget_s, "target_success": 0.9,
             "target_s": 1200, "rows": rows}
 
 

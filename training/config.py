@@ -7,7 +7,6 @@ an unknown key or a bad value fails with one line naming it.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,8 +127,6 @@ class TrainConfig:
     """Torch threads while envs step (1 leaves the cores to the renderers)."""
     torch_threads_train: int = 2
     """Torch threads during gradient updates."""
-    frame_stack: int = 1
-    """Camera frames stacked along channels."""
     checkpoint_every_timesteps: int = 20_000
     """Periodic checkpoint interval (env steps)."""
     time_budget_s: float = 0.0
@@ -151,7 +148,7 @@ class TrainConfig:
             raise ConfigError(f"device: {self.device!r}; use auto, cpu or cuda")
         if self.eval.split not in ("train", "heldout"):
             raise ConfigError(f"eval.split: {self.eval.split!r}; use train or heldout")
-        positive = {"n_envs": self.n_envs, "frame_stack": self.frame_stack,
+        positive = {"n_envs": self.n_envs,
                     "torch_threads_collect": self.torch_threads_collect,
                     "torch_threads_train": self.torch_threads_train,
                     "ppo.total_timesteps": self.ppo.total_timesteps,
@@ -207,6 +204,22 @@ def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
     return pairs
 
 
+def read_yaml(path: Path) -> Any:
+    """The data of a YAML file; a syntax error raises a one-line `ConfigError` naming the file,
+    the line and column, and what to fix (PyYAML's own message spans several lines)."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text file; save it as UTF-8 YAML") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        problem = (getattr(err, "problem", None) or str(err).splitlines()[0]).strip()
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({problem}); fix it there: each setting is "
+                          "`key: value`, sections are indented with spaces (no tabs), and "
+                          "lists are written [a, b]") from None
+
+
 def find_config(name_or_path: str) -> Path:
     """A preset name from training/configs/ or a path to a YAML file."""
     path = Path(name_or_path)
@@ -229,25 +242,48 @@ def load_config(name_or_path: str | None = "default", overrides: list[str] | Non
         data = dict(base)
     elif name_or_path:
         path = find_config(name_or_path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
+        data = read_yaml(path) or {}
         if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
+            raise ConfigError(f"{path}: the top level must be a mapping of `key: value` "
+                              "settings")
     else:
         data = {}
+    data = _frame_stack_in_env(data)
     for key, value in parse_overrides(overrides or []):
-        _set_dotted(data, key, value)
-    return from_dict(TrainConfig, data)
+        _set_dotted(data, FRAME_STACK_KEY if key == "frame_stack" else key, value)
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """A validated TrainConfig from a (nested) dict such as a run's saved config.yaml."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"a training config is a mapping, got {type(data).__name__}")
+    return from_dict(TrainConfig, _frame_stack_in_env(data))
+
+
+FRAME_STACK_KEY = "env.observation.frame_stack"
+"""Where the frame stack lives; `frame_stack` at the top level is read as this key."""
+
+
+def _frame_stack_in_env(data: dict[str, Any]) -> dict[str, Any]:
+    """Accept `frame_stack` at the top level (older presets and run configs, and the override
+    `frame_stack=2`, spell it so) as `env.observation.frame_stack`, where it lives."""
+    env = data.get("env") or {}
+    observation = env.get("observation") or {} if isinstance(env, dict) else None
+    if "frame_stack" not in data or not isinstance(observation, dict):
+        return data  # nothing to move, or a malformed section from_dict reports
+    data, env, observation = dict(data), dict(env), dict(observation)
+    value = data.pop("frame_stack")
+    if observation.get("frame_stack", value) != value:
+        raise ConfigError(f"frame_stack: {value!r} disagrees with env.observation.frame_stack "
+                          f"{observation['frame_stack']!r}; set only env.observation.frame_stack")
+    observation["frame_stack"] = value
+    env["observation"] = observation
+    data["env"] = env
+    return data
 
 
 def arch_dict(cfg: TrainConfig) -> dict[str, Any]:
     """The network description stored in checkpoints."""
     return {"features_dim": cfg.arch.features_dim, "channels": list(cfg.arch.channels),
             "net_arch": list(cfg.arch.net_arch)}
-
-
-def replace(cfg: Any, **changes: Any) -> Any:
-    """dataclasses.replace, re-validating."""
-    return dataclasses.replace(cfg, **changes)

@@ -25,10 +25,11 @@ import torch.nn.functional as F
 from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy
 
+import rundir
 from policies.checkpoint import build_policy
 from training.config import TrainConfig, arch_dict
 from training.experts import ExpertLabel, MLPTeacher
-from training.vec import make_vec_env
+from training.vec import make_vec_env, running
 
 
 @dataclass
@@ -169,9 +170,11 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
     def wrapper(env):
         return ExpertLabel(env, kind, teacher)
 
-    venv = make_vec_env(cfg.env, cfg.n_envs, cfg.seed + 10_000 * state.iteration, continuous,
-                        cfg.frame_stack, cfg.vec_env, hooks.monitor_dir, wrapper)
-    try:
+    # each (re)start of the collection draws new scenes: a resumed run does not replay its own
+    seed = cfg.seed + rundir.SEED_OFFSETS["distill_iteration"] * state.iteration
+    venv = make_vec_env(cfg.env, cfg.n_envs, seed, continuous,
+                        kind=cfg.vec_env, monitor_dir=hooks.monitor_dir, wrapper=wrapper)
+    with running(venv):
         image_shape = venv.observation_space.shape
         if student is None:
             student = make_student(cfg, image_shape, venv.action_space, device)
@@ -245,6 +248,4 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                 "time/collect_s": collect_s,
                 "time/train_s": time.perf_counter() - t1,
             })
-    finally:
-        venv.close()
     return student, optimizer, state

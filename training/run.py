@@ -1,30 +1,26 @@
-"""The run directory and the hooks every training method reports through.
+"""The run directory's writer and the hooks every training method reports through.
 
-A run directory is the only hand-off between stages:
+The run directory's layout and file names are in `rundir` (the only hand-off between stages).
+Training writes config.yaml and run.json first, then TensorBoard logs, monitor CSVs, periodic
+resumable checkpoints, the best and final policies, the validation curve and a summary.
 
-    config.yaml          resolved config (every default filled in)
-    run.json             command, versions, git commit, seeds, device, start time
-    tb/                  TensorBoard logs
-    monitor/             per-episode monitor CSVs (one per env)
-    checkpoints/         periodic `step_<N>/` folders: policy.pt + trainer.pt (resume state)
-    best/policy.pt       best held-out success so far
-    final/policy.pt      the last policy
-    eval_during_training.jsonl   one line per periodic held-out evaluation
-    train_summary.json   wall-clock, steps/s, time to success, final numbers
+Ctrl-C: the first press lets the current iteration finish, saves a resumable checkpoint and
+returns; the second stops at once (`StopNow`), ending the env workers and saving nothing more,
+so the last checkpoint stays as it was.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import platform
 import signal
-import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,54 +28,63 @@ import numpy as np
 import torch
 import yaml
 
+import rundir
 from envs.config import to_dict
 from eval import metrics
-from eval.report import atomic_write, torch_threads, write_json, write_text
 from eval.rollout import VALIDATION_SEED, PolicyAgent, evaluate, make_eval_env
 from policies.checkpoint import CHECKPOINT_NAME, LoadedPolicy, save_checkpoint
+from policies.threads import torch_threads
 from training.config import TrainConfig, arch_dict
 
-TRAINER_STATE = "trainer.pt"
+PACKAGES = ("torch", "stable_baselines3", "gymnasium", "pybullet", "numpy")
+"""Distributions whose versions run.json records."""
+
+STOP_SOON = ("\nStopping after the current iteration and saving a checkpoint; press Ctrl-C "
+             "again to stop now.\n")
+STOP_NOW = "\nStopping now: ending the env workers; nothing more is saved.\n"
 
 
 def versions() -> dict[str, str]:
-    import gymnasium
-    import pybullet
-    import stable_baselines3
-
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "stable_baselines3": stable_baselines3.__version__,
-            "gymnasium": gymnasium.__version__, "pybullet": str(pybullet.getAPIVersion()),
-            "numpy": np.__version__, "platform": platform.platform(),
-            "cpus": str(os.cpu_count())}
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parent, timeout=5)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    """Python and the training libraries' versions, as run.json records them."""
+    return {"python": platform.python_version(), **rundir.package_versions(PACKAGES)}
 
 
 def default_run_dir(cfg: TrainConfig, config_name: str) -> Path:
+    """`runs/CameraNav__<config>__<method>__s<seed>__<time>` (a new folder per run)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"CameraNav__{config_name}__{cfg.method}__s{cfg.seed}__{stamp}"
+    return Path(rundir.DEFAULT_RUNS_DIR) / (f"CameraNav__{config_name}__{cfg.method}__"
+                                            f"s{cfg.seed}__{stamp}")
+
+
+class StopNow(KeyboardInterrupt):
+    """Raised by a second Ctrl-C: training stops at once and saves nothing more."""
 
 
 @dataclass
 class StopFlag:
-    """Set by SIGINT: training loops finish their current step and return cleanly."""
+    """Set by SIGINT: training loops finish their current step and return cleanly; a second
+    SIGINT raises `StopNow` wherever the main thread is (often waiting on an env step)."""
 
     requested: bool = False
+    forced: bool = False
     _previous: Any = None
 
     def install(self) -> None:
+        # Python delivers signals to the main thread only; a host that runs train() in another
+        # thread (a Ray Tune trial) stops it by its own means.
+        if threading.current_thread() is not threading.main_thread():
+            return
+
         def handler(signum, frame):
-            if self.requested:  # a second Ctrl-C means now
-                raise KeyboardInterrupt
+            # os.write, not print: the handler may run in the middle of a progress-bar write
+            if self.forced:
+                return  # already stopping now; let the shutdown finish
+            if self.requested:
+                self.forced = True
+                os.write(2, STOP_NOW.encode())
+                raise StopNow
             self.requested = True
+            os.write(2, STOP_SOON.encode())
         self._previous = signal.signal(signal.SIGINT, handler)
 
     def uninstall(self) -> None:
@@ -97,6 +102,8 @@ class TrainingHooks:
     continuous: bool
     device: torch.device
     quiet: bool = False
+    on_eval: Callable[[dict[str, Any]], None] | None = None
+    """Called with each periodic evaluation's row once it is logged (a sweep reports it)."""
     stop: StopFlag = field(default_factory=StopFlag)
     best_success: float = -1.0
     best_spl: float = -1.0
@@ -114,7 +121,7 @@ class TrainingHooks:
         from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 
-        self._writer = SummaryWriter(str(self.run_dir / "tb"))
+        self._writer = SummaryWriter(str(self.run_dir / rundir.TB_DIR))
         self._bar = tqdm(total=self.total_timesteps, initial=start_timesteps, unit="step",
                          dynamic_ncols=True, disable=self.quiet, desc=self.cfg.method,
                          smoothing=0.1)
@@ -131,7 +138,7 @@ class TrainingHooks:
 
     @property
     def monitor_dir(self) -> str:
-        path = self.run_dir / "monitor"
+        path = self.run_dir / rundir.MONITOR_DIR
         path.mkdir(parents=True, exist_ok=True)
         return str(path)
 
@@ -170,9 +177,8 @@ class TrainingHooks:
     def evaluate(self, policy, timesteps: int) -> dict[str, Any]:
         """Held-out success/SPL of the current policy; keeps the best checkpoint."""
         env_cfg = dataclasses.replace(self.cfg.env, split=self.cfg.eval.split)
-        env = make_eval_env(env_cfg, self.continuous, self.cfg.frame_stack)
-        agent = PolicyAgent(LoadedPolicy(policy, {"action_space": {
-            "type": "box" if self.continuous else "discrete"}}, Path()))
+        env = make_eval_env(env_cfg, self.continuous)
+        agent = PolicyAgent(LoadedPolicy(policy, None, Path()))
         was_training = policy.training
         policy.set_training_mode(False)
         try:
@@ -189,21 +195,22 @@ class TrainingHooks:
                "success_rate": summary["success_rate"], "spl": summary["spl"],
                "soft_spl": summary["soft_spl"], "episodes": summary["episodes"],
                "collisions_per_episode": summary["collisions_per_episode"]}
-        with open(self.run_dir / "eval_during_training.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        rundir.append_jsonl(self.run_dir / rundir.EVAL_DURING_TRAINING_FILE, row)
         self.log_scalars(timesteps, {"eval/success_rate": row["success_rate"] or 0.0,
                                      "eval/spl": row["spl"] or 0.0})
         success, spl = row["success_rate"] or 0.0, row["spl"] or 0.0
         if (success, spl) > (self.best_success, self.best_spl):
             self.best_success, self.best_spl = success, spl
-            self.save_policy(policy, "best", timesteps, extra={"heldout_success": success,
-                                                               "heldout_spl": spl})
+            self.save_policy(policy, rundir.BEST_DIR, timesteps,
+                             extra={"heldout_success": success, "heldout_spl": spl})
         if self.time_to_success_s is None and success >= 0.9:
             self.time_to_success_s = elapsed
         self.last_eval_at = timesteps
         if self._bar is not None:
             self._bar.write(f"[eval @ {timesteps:,} steps, {elapsed / 60:.1f} min] "
                             f"{self.cfg.eval.split} success {success:.2f}, SPL {spl:.2f}")
+        if self.on_eval is not None:
+            self.on_eval(row)
         return row
 
     def eval_due(self, timesteps: int) -> bool:
@@ -215,21 +222,21 @@ class TrainingHooks:
 
     def save_policy(self, policy, name: str, timesteps: int, extra: dict | None = None) -> Path:
         meta = {"env": to_dict(self.cfg.env), "method": self.cfg.method,
-                "frame_stack": self.cfg.frame_stack, "continuous": self.continuous,
                 "timesteps": timesteps, "seed": self.cfg.seed, **(extra or {})}
         return save_checkpoint(self.run_dir / name / CHECKPOINT_NAME, policy, arch_dict(self.cfg),
                                meta)
 
     def save_trainer(self, policy, trainer_state: dict[str, Any], timesteps: int) -> Path:
         """A resumable checkpoint: policy.pt + trainer.pt (optimizer, counters), atomically."""
-        folder = self.run_dir / "checkpoints" / f"step_{timesteps:09d}"
+        folder = self.run_dir / rundir.CHECKPOINTS_DIR / rundir.step_dir_name(timesteps)
         self.save_policy(policy, str(folder.relative_to(self.run_dir)), timesteps)
         state = {**trainer_state, "timesteps": timesteps, "wall_clock_s": self.elapsed_s(),
                  "best_success": self.best_success, "best_spl": self.best_spl,
                  "time_to_success_s": self.time_to_success_s}
-        atomic_write(folder / TRAINER_STATE, lambda tmp: torch.save(state, tmp))
-        write_json(self.run_dir / "checkpoints" / "latest.json", {"path": folder.name,
-                                                                   "timesteps": timesteps})
+        # trainer.pt before latest.json: the pointer only ever names a complete checkpoint
+        rundir.atomic_write(folder / rundir.TRAINER_FILE, lambda tmp: torch.save(state, tmp))
+        rundir.write_json(self.run_dir / rundir.LATEST_FILE, {"path": folder.name,
+                                                               "timesteps": timesteps})
         self.last_ckpt_at = timesteps
         return folder
 
@@ -263,34 +270,26 @@ class TeacherHooks:
         return self.parent.should_stop()
 
 
-def latest_trainer_state(run_dir: Path) -> tuple[Path, dict[str, Any]]:
-    """The newest resumable checkpoint of a run (weights-only load)."""
-    pointer = run_dir / "checkpoints" / "latest.json"
-    if not pointer.is_file():
-        raise FileNotFoundError(f"{run_dir} has no resumable checkpoint "
-                                "(checkpoints/latest.json); start a new run instead")
-    folder = run_dir / "checkpoints" / json.loads(pointer.read_text())["path"]
-    state = torch.load(folder / TRAINER_STATE, map_location="cpu", weights_only=True)
-    return folder, state
-
-
 def write_run_files(run_dir: Path, cfg: TrainConfig, argv: list[str], device: str) -> None:
-    """config.yaml and run.json, written before training starts."""
+    """config.yaml and run.json, written before training starts (a resume adds its command)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    previous = {}
-    if (run_dir / "run.json").is_file():
-        previous = json.loads((run_dir / "run.json").read_text())
-    write_json(run_dir / "run.json", {
+    rundir.write_text(run_dir / rundir.CONFIG_FILE, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    run_file = run_dir / rundir.RUN_FILE
+    previous = rundir.read_json(run_file) if run_file.is_file() else {}
+    if not isinstance(previous, dict):
+        raise rundir.RunFileError(f"{run_file} is not a JSON object; delete or restore it")
+    command = " ".join(["embodied", *argv])
+    rundir.write_json(run_file, {
         **previous,
-        "command": " ".join(["embodied", *argv]) if argv else None,
-        "commands": previous.get("commands", []) + [" ".join(["embodied", *argv])],
+        "command": command if argv else None,
+        "commands": [*previous.get("commands", []), command],
         "versions": versions(),
-        "git_commit": git_commit(),
+        "machine": rundir.machine_info(),
+        "git_commit": rundir.git_commit(),
         "seed": cfg.seed,
         "env_seeds": [cfg.seed + i for i in range(cfg.n_envs)],
         "device": device,
-        "started": previous.get("started", datetime.now(timezone.utc).isoformat()),
+        "started": previous.get("started", rundir.utc_now()),
         "python_executable": sys.executable,
         "randomization_groups": {f.name: f.metadata["group"]
                                  for f in dataclasses.fields(cfg.env.randomization)},

@@ -13,16 +13,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from eval.report import atomic_write
+import rundir
 from training.config import TrainConfig
 from training.experts import MLPTeacher, teacher_observation
 from training.ppo import learn, make_ppo
-from training.vec import make_vec_env
+from training.vec import make_vec_env, running
 
 TEACHER_NET = (64, 64)
 
 
-def teacher_layers(state_size: int, n_out: int, continuous: bool) -> list[nn.Module]:
+def teacher_layers(state_size: int, n_out: int) -> list[nn.Module]:
     """The actor as a plain Sequential: policy MLP (tanh, as SB3's MlpPolicy) + action head."""
     layers: list[nn.Module] = []
     size = state_size
@@ -36,19 +36,18 @@ def teacher_layers(state_size: int, n_out: int, continuous: bool) -> list[nn.Mod
 def train_teacher(cfg: TrainConfig, hooks, device: str, run_dir: Path) -> MLPTeacher:
     """PPO on the render-free privileged observation; returns the actor for labelling."""
     env_cfg = dataclasses.replace(cfg.env, observation=teacher_observation(cfg.env.observation))
-    venv = make_vec_env(env_cfg, cfg.n_envs, cfg.seed + 50_000, hooks.continuous, 1, cfg.vec_env)
-    try:
+    venv = make_vec_env(env_cfg, cfg.n_envs, cfg.seed + rundir.SEED_OFFSETS["teacher_envs"],
+                        hooks.continuous, kind=cfg.vec_env)
+    with running(venv):
         kwargs = {"net_arch": {"pi": list(TEACHER_NET), "vf": list(TEACHER_NET)},
                   "activation_fn": nn.Tanh}
-        model = make_ppo(cfg, venv, device, str(run_dir / "tb"), "MlpPolicy", kwargs)
+        model = make_ppo(cfg, venv, device, str(run_dir / rundir.TB_DIR), "MlpPolicy", kwargs)
         learn(model, cfg, hooks.for_teacher(cfg.distill.teacher_timesteps),
               cfg.distill.teacher_timesteps)
         policy = model.policy.to("cpu")
         state_size = venv.observation_space.shape[0]
         n_out = venv.action_space.shape[0] if hooks.continuous else venv.action_space.n
-    finally:
-        venv.close()
-    layers = teacher_layers(state_size, n_out, hooks.continuous)
+    layers = teacher_layers(state_size, n_out)
     net = nn.Sequential(*layers)
     trunk = [m for m in policy.mlp_extractor.policy_net if isinstance(m, nn.Linear)]
     heads = [*trunk, policy.action_net]
@@ -58,6 +57,10 @@ def train_teacher(cfg: TrainConfig, hooks, device: str, run_dir: Path) -> MLPTea
     if model.num_timesteps >= cfg.distill.teacher_timesteps:
         # only a fully trained teacher is kept for reuse by a resumed run
         payload = {"state_dict": state_dict, "state_size": state_size, "n_out": n_out}
-        atomic_write(run_dir / "teacher" / "teacher.pt", lambda tmp: torch.save(payload, tmp))
-    return MLPTeacher(state_dict, teacher_layers(state_size, n_out, hooks.continuous),
-                      hooks.continuous)
+        rundir.atomic_write(teacher_path(run_dir), lambda tmp: torch.save(payload, tmp))
+    return MLPTeacher(state_dict, teacher_layers(state_size, n_out), hooks.continuous)
+
+
+def teacher_path(run_dir: Path) -> Path:
+    """Where a run keeps its fully trained PPO teacher."""
+    return run_dir / rundir.TEACHER_DIR / rundir.TEACHER_FILE

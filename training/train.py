@@ -1,34 +1,40 @@
-"""`embodied train`: one entry point for both methods, with resume and clean Ctrl-C."""
+"""`embodied train`: one entry point for both methods, with resume and Ctrl-C handling.
+
+`train` claims the run directory (one process per run, see `training.claim`), writes
+config.yaml and run.json, then trains through `TrainingHooks`. Ctrl-C once: the current
+iteration ends, a resumable checkpoint is saved and `train` returns with `interrupted`. Twice:
+`StopNow` is raised at once, the env workers are ended and nothing more is written.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
+import rundir
 from envs.config import ConfigError
 from policies.checkpoint import CHECKPOINT_NAME
 from training import distill as distill_mod
 from training import ppo as ppo_mod
-from training.config import TrainConfig, from_dict
+from training.claim import claim_run_dir
+from training.config import TrainConfig, config_from_dict, read_yaml
 from training.experts import MLPTeacher
-from training.run import (
-    TrainingHooks,
-    latest_trainer_state,
-    write_json,
-    write_run_files,
-)
-from training.teacher import teacher_layers, train_teacher
-from training.vec import make_vec_env
+from training.resume import ResumeError, ResumePoint, resume_point, unfit
+from training.run import StopNow, TrainingHooks, write_run_files
+from training.teacher import teacher_layers, teacher_path, train_teacher
+from training.vec import make_vec_env, running
 
 
 @dataclass
 class TrainResult:
+    """What a finished (or once-interrupted) training run produced."""
+
     run_dir: Path
     timesteps: int
     interrupted: bool
@@ -39,6 +45,7 @@ class TrainResult:
 
 
 def resolve_device(device: str) -> torch.device:
+    """`auto`, `cpu` or `cuda` as a torch device; cuda without a CUDA device is an error."""
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device: cuda was asked for but torch sees no CUDA device; "
                           "use --device cpu or auto")
@@ -48,51 +55,74 @@ def resolve_device(device: str) -> torch.device:
 
 
 def load_run_config(run_dir: Path) -> TrainConfig:
-    path = run_dir / "config.yaml"
+    """The resolved config a run was started with (its config.yaml)."""
+    path = run_dir / rundir.CONFIG_FILE
     if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
+        raise ConfigError(f"{run_dir} is not a run directory (no {rundir.CONFIG_FILE})")
+    return config_from_dict(read_yaml(path))
+
+
+def _stopped_now(run_dir: Path) -> str:
+    """The message after a second Ctrl-C: what is on disk and how to go on."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    return from_dict(TrainConfig, data)
+        latest = rundir.read_json(run_dir / rundir.LATEST_FILE)
+        saved = f"the checkpoint at step {int(latest['timesteps']):,} is intact"
+    except (rundir.RunFileError, KeyError, TypeError, ValueError):
+        return (f"stopped at once by a second Ctrl-C before any checkpoint was saved; "
+                f"start again with a new --run-dir (or delete {run_dir})")
+    return (f"stopped at once by a second Ctrl-C; env workers ended, nothing written since "
+            f"the last checkpoint ({saved}); resume with: embodied train --resume {run_dir}")
 
 
 def train(cfg: TrainConfig, run_dir: Path, argv: list[str] | None = None, resume: bool = False,
-          quiet: bool = False) -> TrainResult:
-    """Train a camera policy into `run_dir` (see training/run.py for what it holds)."""
+          quiet: bool = False, resume_from: str | None = None,
+          on_eval: Callable[[dict[str, Any]], None] | None = None) -> TrainResult:
+    """Train a camera policy into `run_dir` (its layout: see `rundir`).
+
+    `on_eval`, when given, is called with the row of each periodic held-out validation.
+    A new run needs `run_dir` absent or empty; `resume` continues it from the checkpoint
+    `checkpoints/latest.json` names, or from the `step_<N>` folder `resume_from` names.
+    Raises `RunDirInUse` when another process trains into `run_dir`, `ResumeError` for a
+    checkpoint that cannot be read, and `StopNow` on a second Ctrl-C.
+    """
+    if resume_from is not None and not resume:
+        raise ConfigError("resume_from picks the checkpoint of a resumed run; pass resume too")
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    resume_state: dict[str, Any] | None = None
-    resume_folder: Path | None = None
-    if resume:
-        resume_folder, resume_state = latest_trainer_state(run_dir)
-    write_run_files(run_dir, cfg, argv or [], str(device))
+    run_dir = Path(run_dir)
+    with claim_run_dir(run_dir, fresh=not resume):
+        point = resume_point(run_dir, cfg.method, resume_from) if resume else None
+        torch.manual_seed(cfg.seed)
+        write_run_files(run_dir, cfg, argv or [], str(device))
+        try:
+            return _train(cfg, run_dir, device, point, quiet, on_eval)
+        except StopNow:
+            raise StopNow(_stopped_now(run_dir)) from None
+
+
+def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, point: ResumePoint | None,
+           quiet: bool, on_eval: Callable[[dict[str, Any]], None] | None = None
+           ) -> TrainResult:
     total = cfg.distill.total_timesteps if cfg.method == "distill" else cfg.ppo.total_timesteps
     continuous = False
-    hooks = TrainingHooks(cfg, run_dir, total, continuous, device, quiet=quiet)
-    start = int(resume_state["timesteps"]) if resume_state else 0
-    if resume_state:
-        hooks.best_success = float(resume_state.get("best_success", -1.0))
-        hooks.best_spl = float(resume_state.get("best_spl", -1.0))
-        hooks.wall_offset_s = float(resume_state.get("wall_clock_s", 0.0))
-        hooks.time_to_success_s = resume_state.get("time_to_success_s")
-    hooks.open(start)
+    hooks = TrainingHooks(cfg, run_dir, total, continuous, device, quiet=quiet, on_eval=on_eval)
+    if point is not None:
+        hooks.best_success = float(point.state.get("best_success", -1.0))
+        hooks.best_spl = float(point.state.get("best_spl", -1.0))
+        hooks.wall_offset_s = float(point.state.get("wall_clock_s", 0.0))
+        hooks.time_to_success_s = point.state.get("time_to_success_s")
+    hooks.open(point.timesteps if point else 0)
     try:
         if cfg.method == "ppo":
-            policy, timesteps = _train_ppo(cfg, hooks, device, run_dir, resume_state,
-                                           resume_folder)
+            policy, timesteps = _train_ppo(cfg, hooks, device, run_dir, point)
         else:
-            policy, timesteps = _train_distill(cfg, hooks, device, run_dir, resume_state,
-                                               resume_folder)
+            policy, timesteps = _train_distill(cfg, hooks, device, run_dir, point)
         interrupted = hooks.stop.requested
         if not interrupted and hooks.last_eval_at != timesteps:
             hooks.evaluate(policy, timesteps)
-        final = hooks.save_policy(policy, "final", timesteps)
+        final = hooks.save_policy(policy, rundir.FINAL_DIR, timesteps)
     finally:
         hooks.close()
-    best = run_dir / "best" / CHECKPOINT_NAME
+    best = run_dir / rundir.BEST_DIR / CHECKPOINT_NAME
     summary = {
         "method": cfg.method, "timesteps": timesteps, "interrupted": interrupted,
         "stopped_by_time_budget": hooks.budget_spent() and not interrupted,
@@ -103,42 +133,45 @@ def train(cfg: TrainConfig, run_dir: Path, argv: list[str] | None = None, resume
         "time_to_90pct_heldout_s": hooks.time_to_success_s,
         "device": str(device), "n_envs": cfg.n_envs,
     }
-    write_json(run_dir / "train_summary.json", summary)
+    rundir.write_json(run_dir / rundir.TRAIN_SUMMARY_FILE, summary)
     return TrainResult(run_dir, timesteps, interrupted, hooks.elapsed_s(), final,
                        best if best.is_file() else None, summary)
 
 
-def _policy_state(folder: Path) -> dict[str, torch.Tensor]:
-    payload = torch.load(folder / CHECKPOINT_NAME, map_location="cpu", weights_only=True)
-    return payload["state_dict"]
-
-
-def _train_ppo(cfg, hooks, device, run_dir, resume_state, resume_folder):
+def _train_ppo(cfg, hooks, device, run_dir, point: ResumePoint | None):
     # a resumed run must not replay the episodes it started with: offset the env seeds
-    seed = cfg.seed + (1_000 * (1 + int(resume_state.get("n_updates", 0))) if resume_state
-                       else 0)
-    venv = make_vec_env(cfg.env, cfg.n_envs, seed, hooks.continuous, cfg.frame_stack,
-                        cfg.vec_env, hooks.monitor_dir)
-    try:
-        model = ppo_mod.make_ppo(cfg, venv, str(device), str(run_dir / "tb"))
-        if resume_state:
-            ppo_mod.restore(model, _policy_state(resume_folder), resume_state)
+    seed = cfg.seed
+    if point is not None:
+        updates = int(point.state.get("n_updates", 0))
+        seed += rundir.SEED_OFFSETS["ppo_resume"] * (1 + updates)
+    venv = make_vec_env(cfg.env, cfg.n_envs, seed, hooks.continuous, kind=cfg.vec_env,
+                        monitor_dir=hooks.monitor_dir)
+    with running(venv):
+        model = ppo_mod.make_ppo(cfg, venv, str(device), str(run_dir / rundir.TB_DIR))
+        if point is not None:
+            try:
+                ppo_mod.restore(model, point.policy_state, point.state)
+            except (RuntimeError, KeyError, ValueError, TypeError) as err:
+                raise unfit(point, run_dir, err) from None
         ppo_mod.learn(model, cfg, hooks, cfg.ppo.total_timesteps)
         timesteps = model.num_timesteps
         if hooks.should_stop() or timesteps < cfg.ppo.total_timesteps:
             hooks.save_trainer(model.policy, ppo_mod.trainer_state(model), timesteps)
         return model.policy, timesteps
-    finally:
-        venv.close()
 
 
 def _load_teacher(run_dir: Path) -> MLPTeacher | None:
-    path = run_dir / "teacher" / "teacher.pt"
+    """The run's trained PPO teacher, if it kept one (a resumed run does not retrain it)."""
+    path = teacher_path(run_dir)
     if not path.is_file():
         return None
-    data = torch.load(path, map_location="cpu", weights_only=True)
-    return MLPTeacher(data["state_dict"], teacher_layers(int(data["state_size"]),
-                                                         int(data["n_out"]), False), False)
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        layers = teacher_layers(int(data["state_size"]), int(data["n_out"]))
+        return MLPTeacher(data["state_dict"], layers, False)
+    except Exception as err:  # corrupt, foreign or hand-edited: one line, never a traceback
+        raise ResumeError(f"{path} is not a readable teacher ({type(err).__name__}); delete it "
+                          "and the resumed run trains the teacher again") from None
 
 
 class _DistillHooks:
@@ -177,20 +210,24 @@ def _distill_trainer_state(optimizer, state) -> dict[str, Any]:
             "episodes": state.episodes, "kind": "distill"}
 
 
-def _train_distill(cfg, hooks, device, run_dir, resume_state, resume_folder):
+def _train_distill(cfg, hooks, device, run_dir, point: ResumePoint | None):
     teacher = None
     if cfg.distill.teacher == "ppo":
         teacher = _load_teacher(run_dir)
         if teacher is None:
             teacher = train_teacher(cfg, hooks, str(device), run_dir)
     student = optimizer_state = state = None
-    if resume_state:
+    if point is not None:
         student = _fresh_student(cfg, device)
-        student.load_state_dict(_policy_state(resume_folder))
-        optimizer_state = resume_state["optimizer"]
-        state = distill_mod.DistillState(int(resume_state["timesteps"]),
-                                         int(resume_state["iteration"]),
-                                         int(resume_state["episodes"]))
+        try:
+            student.load_state_dict(point.policy_state)
+            # a trial load, so a state that does not fit is named here, not mid-run
+            torch.optim.Adam(student.parameters()).load_state_dict(point.state["optimizer"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as err:
+            raise unfit(point, run_dir, err) from None
+        optimizer_state = point.state["optimizer"]
+        state = distill_mod.DistillState(point.timesteps, int(point.state["iteration"]),
+                                         int(point.state["episodes"]))
     if hooks.should_stop():
         # stopped during the teacher phase: keep a resumable (untrained) student checkpoint
         state = state or distill_mod.DistillState()
@@ -211,7 +248,7 @@ def _fresh_student(cfg, device):
     from gymnasium import spaces
 
     obs = cfg.env.observation
-    channels = obs.image_channels * cfg.frame_stack
+    channels = obs.stacked_channels
     return distill_mod.make_student(cfg, (obs.height, obs.width, channels), spaces.Discrete(5),
                                     device)
 
@@ -222,16 +259,14 @@ def _finetune(cfg, hooks, device, run_dir, student, start_timesteps):
     Its steps continue the distillation's count, so evaluation, checkpoints and the progress
     bar carry on where distillation stopped.
     """
-    venv = make_vec_env(cfg.env, cfg.n_envs, cfg.seed + 90_000, hooks.continuous,
-                        cfg.frame_stack, cfg.vec_env, hooks.monitor_dir)
-    try:
+    venv = make_vec_env(cfg.env, cfg.n_envs, cfg.seed + rundir.SEED_OFFSETS["finetune_envs"],
+                        hooks.continuous, kind=cfg.vec_env, monitor_dir=hooks.monitor_dir)
+    with running(venv):
         ft_cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(
             cfg.ppo, learning_rate=cfg.ppo.learning_rate * 0.3))
-        model = ppo_mod.make_ppo(ft_cfg, venv, str(device), str(run_dir / "tb"))
+        model = ppo_mod.make_ppo(ft_cfg, venv, str(device), str(run_dir / rundir.TB_DIR))
         model.policy.load_state_dict(student.state_dict())
         model.num_timesteps = start_timesteps
         hooks.total_timesteps = start_timesteps + cfg.distill.finetune_timesteps
         ppo_mod.learn(model, ft_cfg, hooks, hooks.total_timesteps)
         return model.policy, model.num_timesteps
-    finally:
-        venv.close()

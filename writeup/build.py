@@ -7,27 +7,33 @@
     page = render_html(data, markdown)          # self-contained, images inlined
 
 `write_writeup` does all of it and writes `ENGINEERING_NOTES.md`, `index.html` and
-`figures/` atomically. `numbers(data)` maps every number the notes print to its value, keyed
-`<file>:<path>` (e.g. `eval_heldout/summary.json:policy.success_rate`), so a test can check
-each one against its source file.
+`figures/` atomically, by default into the run directory's `writeup/` folder; it refuses to
+write the default folder where it holds files tracked by git (the committed notes are rebuilt
+only when that folder is named on purpose).
+
+`numbers(data)` maps every number the notes print to its value, keyed `<file>:<path>` (e.g.
+`eval_heldout/summary.json:policy.success_rate`), so a test can check each one against its
+source file.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import rundir
 from writeup.collect import DEFAULT_BENCH_DIR, collect
 from writeup.commands import Commands
 from writeup.doc import Doc, Printed
-from writeup.figures import atomic_write, make_figures
+from writeup.figures import make_figures
 from writeup.html import render_html
 from writeup.sections import SECTIONS
 
-__all__ = ["collect", "make_figures", "numbers", "printed", "render_html", "render_markdown",
-           "with_figures", "write_writeup"]
+__all__ = ["collect", "default_out_dir", "make_figures", "numbers", "printed", "render_html",
+           "render_markdown", "tracked_files", "with_figures", "write_writeup"]
 
 MARKDOWN_NAME = "ENGINEERING_NOTES.md"
 HTML_NAME = "index.html"
@@ -74,30 +80,60 @@ def _remove_stale(figures_dir: Path, keep: set[Path]) -> None:
             path.unlink()
 
 
+def default_out_dir(run_dir: str | os.PathLike[str]) -> Path:
+    """Where the notes of `run_dir` go unless another folder is named: `<run_dir>/writeup`."""
+    return Path(run_dir) / rundir.WRITEUP_DIR
+
+
+def tracked_files(folder: str | os.PathLike[str]) -> list[str]:
+    """Files under `folder` that git tracks ([] outside a git checkout or without git)."""
+    folder = Path(folder).resolve()
+    if not folder.is_dir():
+        return []
+    try:
+        out = subprocess.run(["git", "-C", str(folder), "ls-files", "--", "."],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return out.stdout.splitlines() if out.returncode == 0 else []
+
+
 def write_writeup(run_dir: str | os.PathLike[str],
                   bench_dir: str | os.PathLike[str] = DEFAULT_BENCH_DIR,
-                  out_dir: str | os.PathLike[str] = "writeup") -> dict[str, Path]:
+                  out_dir: str | os.PathLike[str] | None = None) -> dict[str, Path]:
     """Write `ENGINEERING_NOTES.md`, `index.html` and `figures/*` into `out_dir`.
 
-    Figures are written first, then the two documents, each through a temp file and a
-    rename, so a reader never sees a page that links a figure not yet there; figures of an
-    earlier build that this one did not make are removed last.
+    `out_dir` None means `default_out_dir(run_dir)`; that default is refused where it holds
+    files tracked by git, since a rebuild replaces the notes and deletes stale figures (naming
+    the folder explicitly is how the committed notes are rebuilt). Figures are written first,
+    then the two documents, each through a temp file and a rename, so a reader never sees a
+    page that links a figure not yet there; figures of an earlier build that this one did not
+    make are removed last.
 
     Returns:
         {"markdown": path, "html": path, <figure name>: path, ...}.
 
     Raises:
         FileNotFoundError: `run_dir` is not a directory.
+        rundir.RunFileError: `run_dir` holds none of a run's files.
+        ValueError: `out_dir` is None and the default folder holds files tracked by git.
     """
-    out = Path(out_dir)
+    if out_dir is None:
+        out = default_out_dir(run_dir)
+        tracked = tracked_files(out)
+        if tracked:
+            raise ValueError(f"{out} holds files tracked by git ({tracked[0]}, ...) that the notes "
+                             f"would replace; pass --out {out} to overwrite them on purpose, or "
+                             "another --out")
+    else:
+        out = Path(out_dir)
     data = collect(run_dir, bench_dir)
     figures = make_figures(data, out / FIGURES_DIR)
     data = with_figures(data, figures, out)
     markdown = render_markdown(data)
     page = render_html(data, markdown)
-    md_path = atomic_write(out / MARKDOWN_NAME,
-                           lambda tmp: tmp.write_text(markdown, encoding="utf-8"))
-    html_path = atomic_write(out / HTML_NAME, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    md_path = rundir.write_text(out / MARKDOWN_NAME, markdown)
+    html_path = rundir.write_text(out / HTML_NAME, page)
     # only now: until the new notes are in place, the old ones may still link these
     _remove_stale(out / FIGURES_DIR, {p.resolve() for p in figures.values()})
     return {"markdown": md_path, "html": html_path, **figures}

@@ -1,6 +1,7 @@
 """Read a run directory and a benchmark folder into one plain dict (files only, no project code).
 
-What is read, relative to the run directory:
+What is read, relative to the run directory (names from `rundir`, the one place they are
+spelled):
 
     config.yaml, run.json, train_summary.json, eval_during_training.jsonl
     monitor/*.monitor.csv                     per-episode training logs (SB3 Monitor)
@@ -12,7 +13,8 @@ What is read, relative to the run directory:
 
 and in the benchmark folder: bench_env.json, bench_train.json, bench_learn.json,
 bench_infer.json, bench_loop.json. A file that is absent is listed under `missing`; one that
-cannot be parsed under `errors`; neither stops the notes from being written.
+cannot be parsed under `errors`; neither stops the notes from being written. A folder that
+holds none of the run's files is refused: there is nothing to write up.
 """
 
 from __future__ import annotations
@@ -20,28 +22,41 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+import rundir
+
+HELDOUT_DIR = rundir.eval_dir_name("heldout")
+HELDOUT_SUMMARY = f"{HELDOUT_DIR}/{rundir.SUMMARY_FILE}"
+SWEEP_STEM = rundir.sweep_file("", "")
+"""What every sweep file's name starts with (`sweep_`); the factor follows it."""
+SWEEP_PREFIX = f"{HELDOUT_DIR}/{SWEEP_STEM}"
+SWEEP_PATTERN = f"{HELDOUT_DIR}/{rundir.sweep_file('*')}"
+SWEEP_PNG_PATTERN = f"{HELDOUT_DIR}/{rundir.sweep_file('*', '.png')}"
 RUN_FILES = (
-    "config.yaml",
-    "run.json",
-    "train_summary.json",
-    "eval_during_training.jsonl",
-    "eval_heldout/summary.json",
-    "policy.parity.json",
-    "deploy/deploy_report.json",
+    rundir.CONFIG_FILE,
+    rundir.RUN_FILE,
+    rundir.TRAIN_SUMMARY_FILE,
+    rundir.EVAL_DURING_TRAINING_FILE,
+    HELDOUT_SUMMARY,
+    rundir.PARITY_FILE,
+    rundir.DEPLOY_REPORT_FILE,
 )
-BENCH_FILES = ("bench_env.json", "bench_train.json", "bench_learn.json", "bench_infer.json",
-               "bench_loop.json")
-SWEEP_PATTERN = "eval_heldout/sweep_*.json"
-MONITOR_PATTERN = "monitor/*.monitor.csv"
-VIDEO_GIF = "video_policy.gif"
-VIDEO_MP4 = "video_policy.mp4"
-DEPLOY_PNG = "deploy/deploy_latency.png"
-DEFAULT_BENCH_DIR = "runs/bench"
+BENCH_KINDS = ("env", "train", "learn", "infer", "loop")
+"""The benchmarks the notes report (of `rundir.BENCH_KINDS`)."""
+BENCH_FILES = tuple(rundir.bench_file(kind) for kind in BENCH_KINDS)
+MONITOR_PATTERN = rundir.MONITOR_PATTERN
+VIDEO_GIF = rundir.video_file("policy", ".gif")
+VIDEO_MP4 = rundir.video_file("policy")
+DEPLOY_PNG = rundir.DEPLOY_FIGURE_FILE
+DEFAULT_BENCH_DIR = rundir.DEFAULT_BENCH_DIR
+MONITOR_HEAD = ("r", "l", "t")
+"""SB3 Monitor's first three columns: episode return, length (steps), end time (s since the
+monitor started)."""
 
 
 def parse_file(path: Path) -> Any:
@@ -58,21 +73,70 @@ def _truthy(text: str) -> bool:
     return text.strip().lower() in ("true", "1", "1.0")
 
 
-def read_monitor(path: Path) -> list[dict[str, float]]:
-    """Episodes of one SB3 Monitor CSV (its first line is a JSON comment): r, l, t, success.
+def _episode(fields: Sequence[str], columns: Sequence[str] | None) -> dict[str, Any] | None:
+    """One row as {r, l, t, success}, or None where it does not fit the columns."""
+    if columns is None:  # no header seen: SB3's order with this project's info keys
+        columns = (*MONITOR_HEAD, *rundir.MONITOR_INFO_KEYS)
+        if len(fields) != len(columns):
+            columns = MONITOR_HEAD if len(fields) >= len(MONITOR_HEAD) else columns
+            fields = fields[:len(columns)]
+    if len(fields) != len(columns):
+        return None
+    row = dict(zip(columns, fields))
+    try:
+        return {"r": float(row["r"]), "l": float(row["l"]), "t": float(row["t"]),
+                "success": _truthy(row["success"]) if row.get("success") else None}
+    except (KeyError, ValueError):
+        return None
 
-    `success` is None where the file has no such column.
+
+def parse_monitor(text: str) -> tuple[list[dict[str, Any]], list[int]]:
+    """Episodes of an SB3 Monitor CSV, and the numbers of the lines that could not be read.
+
+    A monitor file is a `#{json}` line, an `r,l,t,...` header, then one row per episode. A
+    resumed run appends to it: sometimes a second `#` line and header mid-file, sometimes rows
+    alone (older runs have no header at all; their columns are SB3's `r, l, t` followed by
+    `rundir.MONITOR_INFO_KEYS`). Every row is read. Each restart of the monitor begins its
+    times at 0 again (a `#` line, or a time smaller than the one before); the times of a
+    restarted segment are moved to follow the previous segment's last episode, so `t` counts
+    the monitor's running time without the pause between the two processes.
+
+    Each episode is {"r", "l", "t", "success"}; `success` is None where the file has no such
+    column. An unreadable last line (a row still being written while training runs) is left
+    out without being reported; any other unreadable line is reported by its number (1-based).
     """
-    lines = path.read_text(encoding="utf-8").splitlines()
-    body = [line for line in lines if not line.startswith("#")]
-    rows = []
-    for row in csv.DictReader(body):
-        try:
-            rows.append({"r": float(row["r"]), "l": float(row["l"]), "t": float(row["t"]),
-                         "success": _truthy(row["success"]) if row.get("success") else None})
-        except (KeyError, TypeError, ValueError):
-            continue  # a half-written last line while training is still running
-    return rows
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    episodes: list[dict[str, Any]] = []
+    bad: list[int] = []
+    columns: list[str] | None = None
+    offset = end = 0.0
+    previous_t: float | None = None
+    for number, line in lines:
+        if line.startswith("#"):
+            previous_t = None  # the monitor (re)started; its times restart at 0
+            offset = end
+            continue
+        fields = next(csv.reader([line]))
+        if tuple(fields[:len(MONITOR_HEAD)]) == MONITOR_HEAD:
+            columns = fields
+            continue
+        episode = _episode(fields, columns)
+        if episode is None:
+            if number != lines[-1][0]:
+                bad.append(number)
+            continue
+        if previous_t is not None and episode["t"] < previous_t:
+            offset = end  # a restart without a `#` line
+        previous_t = episode["t"]
+        episode["t"] += offset
+        end = episode["t"]
+        episodes.append(episode)
+    return episodes, bad
+
+
+def read_monitor(path: Path) -> list[dict[str, Any]]:
+    """Episodes of one SB3 Monitor CSV (see `parse_monitor`); unreadable lines are skipped."""
+    return parse_monitor(path.read_text(encoding="utf-8"))[0]
 
 
 def _load(files: dict[str, Any], sources: dict[str, str], missing: list[str],
@@ -92,10 +156,27 @@ def _media(run: Path) -> dict[str, Any]:
         path = run / rel
         return str(path.resolve()) if path.is_file() else None
 
-    sweeps = {p.stem.removeprefix("sweep_"): str(p.resolve())
-              for p in sorted(run.glob("eval_heldout/sweep_*.png"))}
+    sweeps = {p.stem.removeprefix(SWEEP_STEM): str(p.resolve())
+              for p in sorted(run.glob(SWEEP_PNG_PATTERN))}
     return {"video_gif": present(VIDEO_GIF), "video_mp4": present(VIDEO_MP4),
             "deploy_png": present(DEPLOY_PNG), "sweep_png": sweeps}
+
+
+def _monitor(run: Path, errors: dict[str, str],
+             skipped: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    monitor = {}
+    for path in sorted(run.glob(MONITOR_PATTERN)):
+        name = path.relative_to(run).as_posix()
+        try:
+            episodes, bad = parse_monitor(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as err:
+            errors[name] = f"{type(err).__name__}: {err}"
+            continue
+        monitor[path.name.removesuffix(".monitor.csv")] = episodes
+        if bad:
+            shown = ", ".join(str(n) for n in bad[:5]) + (", ..." if len(bad) > 5 else "")
+            skipped[name] = f"{len(bad)} unreadable line(s): {shown}"
+    return monitor
 
 
 def collect(run_dir: str | os.PathLike[str],
@@ -104,12 +185,14 @@ def collect(run_dir: str | os.PathLike[str],
 
     Returns a dict with `run_dir` and `bench_dir` (as given), `files` ({name: parsed content};
     run files by their path inside the run, benchmark files by file name), `sources` ({name:
-    absolute path}), `missing` and `errors` (names), `monitor` ({file stem: episodes}),
-    `media` (paths of the GIF, MP4, sweep PNGs and latency PNG, or None) and empty `figures`
-    / `figure_files` that `writeup.build.with_figures` fills.
+    absolute path}), `missing` and `errors` (names), `skipped` ({monitor file: lines it could
+    not read}), `monitor` ({file stem: episodes}), `media` (paths of the GIF, MP4, sweep PNGs
+    and latency PNG, or None) and empty `figures` / `figure_files` that
+    `writeup.build.with_figures` fills.
 
     Raises:
         FileNotFoundError: `run_dir` is not a directory.
+        rundir.RunFileError: `run_dir` holds none of a run's files.
     """
     run = Path(run_dir)
     if not run.is_dir():
@@ -120,6 +203,7 @@ def collect(run_dir: str | os.PathLike[str],
     sources: dict[str, str] = {}
     missing: list[str] = []
     errors: dict[str, str] = {}
+    skipped: dict[str, str] = {}
     for name in RUN_FILES:
         _load(files, sources, missing, errors, name, run / name)
     sweeps = sorted(run.glob(SWEEP_PATTERN))
@@ -127,12 +211,17 @@ def collect(run_dir: str | os.PathLike[str],
         _load(files, sources, missing, errors, path.relative_to(run).as_posix(), path)
     if not sweeps:
         missing.append(SWEEP_PATTERN)
+    monitor = _monitor(run, errors, skipped)
+    media = _media(run)
+    if not (files or errors or monitor
+            or any(media[k] for k in ("video_gif", "video_mp4", "deploy_png"))):
+        raise rundir.RunFileError(
+            f"{run} holds no run files (none of {', '.join(RUN_FILES)}, {MONITOR_PATTERN}): "
+            "nothing to write up; pass a run directory that `embodied train` wrote")
     for name in BENCH_FILES:
         _load(files, sources, missing, errors, name, bench / name)
-    monitor = {p.name.removesuffix(".monitor.csv"): read_monitor(p)
-               for p in sorted(run.glob(MONITOR_PATTERN))}
     if not monitor:
         missing.append(MONITOR_PATTERN)
     return {"run_dir": str(run_dir), "bench_dir": str(bench_dir), "files": files,
-            "sources": sources, "missing": missing, "errors": errors, "monitor": monitor,
-            "media": _media(run), "figures": {}, "figure_files": {}}
+            "sources": sources, "missing": missing, "errors": errors, "skipped": skipped,
+            "monitor": monitor, "media": media, "figures": {}, "figure_files": {}}

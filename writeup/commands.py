@@ -7,7 +7,13 @@ from collections.abc import Mapping
 from pathlib import PurePath
 from typing import Any
 
-from writeup.collect import DEFAULT_BENCH_DIR
+import rundir
+from writeup.collect import (
+    BENCH_KINDS,
+    DEFAULT_BENCH_DIR,
+    HELDOUT_SUMMARY,
+    SWEEP_PREFIX,
+)
 
 
 def fill(cmd: str) -> str:
@@ -41,7 +47,8 @@ class Commands:
         bench = str(data.get("bench_dir", DEFAULT_BENCH_DIR))
         self.bench = bench
         self._bench_out = "" if _same_dir(bench, DEFAULT_BENCH_DIR) else f" --out {_q(bench)}"
-        self.out = str(data.get("out_dir", "writeup"))
+        # None (notes not being written): the command's default folder applies, no --out
+        self.out = None if data.get("out_dir") is None else str(data["out_dir"])
         self.files = data.get("files", {})
         self.media = data.get("media", {})
 
@@ -70,12 +77,14 @@ class Commands:
 
     def writeup(self) -> str:
         bench = "" if _same_dir(self.bench, DEFAULT_BENCH_DIR) else f" --bench {_q(self.bench)}"
+        if self.out is None:
+            return f"embodied writeup {self.run}{bench}"
         return f"embodied writeup {self.run}{bench} --out {_q(self.out)}"
 
     # -- what reproduces the artifacts that exist ----------------------------------------
     def reproduce(self) -> list[tuple[str, list[str]]]:
         """(comment, command lines) groups, each command rebuilt from its artifact's record."""
-        groups = [("training (from run.json)", self._train_lines()),
+        groups = [(f"training (from {rundir.RUN_FILE})", self._train_lines()),
                   ("held-out evaluation with baselines and robustness sweeps",
                    self._eval_lines()),
                   ("video, export and the deployment loop", self._use_lines()),
@@ -84,12 +93,12 @@ class Commands:
         return [(comment, lines) for comment, lines in groups if lines]
 
     def _train_lines(self) -> list[str]:
-        run = _mapping(self.files.get("run.json"))
+        run = _mapping(self.files.get(rundir.RUN_FILE))
         commands = [c for c in run.get("commands") or [] if isinstance(c, str) and c]
         return commands or ([run["command"]] if run.get("command") else [])
 
     def _eval_lines(self) -> list[str]:
-        summary = _mapping(self.files.get("eval_heldout/summary.json"))
+        summary = _mapping(self.files.get(HELDOUT_SUMMARY))
         if not summary:
             return []
         base = f"embodied eval {self.run}" + options(
@@ -97,7 +106,7 @@ class Commands:
             ("seed", summary.get("seed")))
         lines = [base]
         for name, sweep in sorted(self.files.items()):
-            if not name.startswith("eval_heldout/sweep_") or not isinstance(sweep, Mapping):
+            if not name.startswith(SWEEP_PREFIX) or not isinstance(sweep, Mapping):
                 continue
             factor = "strength" if sweep.get("factor") == "all" else sweep.get("factor")
             levels = ",".join(f"{float(s):g}" for s in sweep.get("strengths") or [])
@@ -108,17 +117,16 @@ class Commands:
     def _use_lines(self) -> list[str]:
         # The recording keeps no record of its episode count; the command's defaults apply.
         lines = [self.video()] if self.media.get("video_mp4") else []
-        if self.files.get("policy.parity.json"):
+        if self.files.get(rundir.PARITY_FILE):
             lines.append(self.export())
-        deploy = _mapping(self.files.get("deploy/deploy_report.json"))
+        deploy = _mapping(self.files.get(rundir.DEPLOY_REPORT_FILE))
         if deploy:
             lines.append(self.deploy() + options(("rate", deploy.get("rate_hz")),
                                                  ("duration", deploy.get("duration_s"))))
         return lines
 
     def _bench_lines(self) -> list[str]:
-        f = {kind: _mapping(self.files.get(f"bench_{kind}.json"))
-             for kind in ("env", "train", "learn", "infer", "loop")}
+        f = {kind: _mapping(self.files.get(rundir.bench_file(kind))) for kind in BENCH_KINDS}
         lines = []
         if f["env"]:
             settings, oracle = _mapping(f["env"].get("settings")), _mapping(f["env"].get("oracle"))

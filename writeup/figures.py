@@ -1,15 +1,15 @@
 """Figures of the notes, drawn from the collected artifacts (matplotlib Agg, imageio).
 
-Each figure is written atomically (temp file + rename), so a reader never sees half a PNG.
-Figures whose data is absent are skipped; the notes then say which command produces it.
+Each figure is written through `rundir.atomic_write` (temp file + rename), so a reader never
+sees half a PNG. Figures whose data is absent are skipped; the notes then say which command
+produces it.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+import rundir
 from writeup import architecture
+from writeup.collect import VIDEO_GIF
 
 ROLLING_EPISODES = 20
 """Training success is shown as a rolling mean over this many episodes."""
@@ -31,40 +33,18 @@ FILENAMES = {
     "learning_curves": "learning_curves.png",
     "learning_by_method": "learning_by_method.png",
     "frame_strip": "frame_strip.png",
-    "video_gif": "video_policy.gif",
+    "video_gif": VIDEO_GIF,
     "deploy_latency": "deploy_latency.png",
 }
 """Figure name -> file name; sweeps are `sweep_<factor>` -> `sweep_<factor>.png`."""
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Run `write(tmp)` on a hidden temp file beside `path`, then rename it onto `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        # mkstemp makes the file private (0600); the notes are meant to be read by others
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _save(fig: Figure, path: Path) -> Path:
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    return rundir.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
 
 
 def _copy(src: str, path: Path) -> Path:
-    return atomic_write(path, lambda tmp: shutil.copyfile(src, tmp))
+    return rundir.atomic_write(path, lambda tmp: shutil.copyfile(src, tmp))
 
 
 # -------------------------------------------------------------------------------- series
@@ -177,7 +157,7 @@ def frame_strip(frames: np.ndarray, count: int = STRIP_FRAMES, gap: int = 4) -> 
 def _write_png(array: np.ndarray, path: Path) -> Path:
     import imageio.v3 as iio
 
-    return atomic_write(path, lambda tmp: iio.imwrite(tmp, array, extension=".png"))
+    return rundir.atomic_write(path, lambda tmp: iio.imwrite(tmp, array, extension=".png"))
 
 
 def make_figures(data: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> dict[str, Path]:
@@ -190,14 +170,14 @@ def make_figures(data: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> di
     out.mkdir(parents=True, exist_ok=True)
     files, media = data.get("files", {}), data.get("media", {})
     made: dict[str, Path] = {}
-    made["architecture"] = atomic_write(out / FILENAMES["architecture"],
+    made["architecture"] = rundir.atomic_write(out / FILENAMES["architecture"],
                                         lambda tmp: architecture.draw(str(tmp)))
-    evals = files.get("eval_during_training.jsonl") or []
+    evals = files.get(rundir.EVAL_DURING_TRAINING_FILE) or []
     monitor = data.get("monitor") or {}
     if evals or len(monitor_series(monitor)["timesteps"]):
         made["learning_curves"] = _save(learning_figure(evals, monitor),
                                         out / FILENAMES["learning_curves"])
-    learn = files.get("bench_learn.json") or {}
+    learn = files.get(rundir.bench_file("learn")) or {}
     if any(row.get("curve") for row in learn.get("rows") or []):
         made["learning_by_method"] = _save(method_figure(learn["rows"], learn.get("budget_s")),
                                            out / FILENAMES["learning_by_method"])

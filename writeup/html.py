@@ -1,9 +1,11 @@
 """The notes as one self-contained HTML page: the Markdown converted, every image inlined.
 
-Only the Markdown that `writeup.sections` writes is converted (headings, paragraphs, pipe
-tables, bullet lists, fenced code, images, links, inline code, bold and italics), which keeps
-the page free of any script or outside dependency. The Mermaid block becomes the PNG of the
-same diagram, because rendering Mermaid would need JavaScript.
+The conversion is Python-Markdown's (`tables` and `fenced_code`), with three additions made
+through its extension hooks: every image and every link to a figure becomes a data URI, an
+image alone in its paragraph becomes a `<figure>` with its caption, and the Mermaid block
+becomes the PNG of the same diagram (rendering Mermaid would need JavaScript). Raw HTML in
+the Markdown is escaped rather than passed through, so a value read from an artifact (a CPU
+name, a method) can never add markup or a script to the page.
 """
 
 from __future__ import annotations
@@ -11,9 +13,15 @@ from __future__ import annotations
 import base64
 import html
 import re
+import xml.etree.ElementTree as etree
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+
+import markdown as markdown_lib
+from markdown.extensions import Extension
+from markdown.preprocessors import Preprocessor
+from markdown.treeprocessors import Treeprocessor
 
 from writeup.architecture import PICTURE_NOTE
 
@@ -39,12 +47,9 @@ figcaption { color: #555; font-size: .85rem; }
 em { color: #444; }
 """
 
-_CODE = re.compile(r"`([^`]*)`")
-_IMAGE_LINE = re.compile(r"^!\[([^\]]*)\]\(([^)\s]+)\)$")
-_INLINE_IMAGE = re.compile(r"!\[([^\]]*)\]\(([^)\s]+)\)")
-_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
-_BOLD = re.compile(r"\*\*(.+?)\*\*")
-_ITALIC = re.compile(r"(?<![\w*])_(.+?)_(?![\w*])")
+MERMAID_CAPTION = "Architecture: data flow between the stages"
+EXTERNAL = re.compile(r"^(https?://|#)")
+"""Link targets that stay as they are; any other target must be one of the written figures."""
 
 ImageSource = Callable[[str], str]
 """Turns a link from the Markdown into the data URI of the file behind it."""
@@ -69,87 +74,82 @@ def image_source(figure_files: Mapping[str, str]) -> ImageSource:
     return source
 
 
-def _inline(text: str, images: ImageSource) -> str:
-    """Inline Markdown of one line -> HTML. Code spans are set aside first, so that nothing
-    inside them is formatted and emphasis may run across them."""
-    codes: list[str] = []
+class _MermaidAsPicture(Preprocessor):
+    """Puts the architecture PNG where the ```mermaid block is, and drops the line that links
+    the same picture (on the page it would show the diagram twice)."""
 
-    def keep(m: re.Match[str]) -> str:
-        codes.append(f"<code>{html.escape(m[1])}</code>")
-        return f"\x00{len(codes) - 1}\x00"
+    def __init__(self, md: markdown_lib.Markdown, picture: str):
+        super().__init__(md)
+        self.picture = picture
 
-    out = html.escape(_CODE.sub(keep, text), quote=False)
-    out = _INLINE_IMAGE.sub(
-        lambda m: f'<img alt="{html.escape(m[1])}" src="{images(m[2])}">', out)
-    out = _LINK.sub(lambda m: _link(m[1], m[2], images), out)
-    out = _BOLD.sub(r"<strong>\1</strong>", out)
-    out = _ITALIC.sub(r"<em>\1</em>", out)
-    return re.sub("\x00(\\d+)\x00", lambda m: codes[int(m[1])], out)
-
-
-def _link(text: str, target: str, images: ImageSource) -> str:
-    # A link to one of the figures is embedded too, so the page never points at a local file.
-    href = target if re.match(r"^(https?://|#)", target) else images(target)
-    return f'<a href="{html.escape(href)}">{text}</a>'
-
-
-def _cells(line: str) -> list[str]:
-    return [c.strip() for c in line.strip().strip("|").split("|")]
-
-
-def _table(lines: list[str], images: ImageSource) -> str:
-    head = "".join(f"<th>{_inline(c, images)}</th>" for c in _cells(lines[0]))
-    body = "".join("<tr>" + "".join(f"<td>{_inline(c, images)}</td>" for c in _cells(row))
-                   + "</tr>" for row in lines[2:])
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    def run(self, lines: list[str]) -> list[str]:
+        out: list[str] = []
+        i = 0
+        while i < len(lines):
+            if lines[i].strip() == "```mermaid":
+                end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")),
+                           len(lines))
+                figure = (f'<figure><img alt="Architecture: data flow" src="{self.picture}">'
+                          f"<figcaption>{MERMAID_CAPTION}</figcaption></figure>")
+                out.append(self.md.htmlStash.store(figure))
+                i = end + 1
+            elif lines[i].startswith(PICTURE_NOTE):
+                i += 1
+            else:
+                out.append(lines[i])
+                i += 1
+        return out
 
 
-def _code(lang: str, body: list[str], mermaid_image: str | None) -> str:
-    if lang == "mermaid" and mermaid_image:
-        return (f'<figure><img alt="Architecture: data flow" src="{mermaid_image}">'
-                "<figcaption>Architecture: data flow between the stages</figcaption></figure>")
-    return f"<pre><code>{html.escape(chr(10).join(body))}</code></pre>"
+class _InlineImages(Treeprocessor):
+    """Image sources and links to figures as data URIs; a lone image as a captioned figure."""
+
+    def __init__(self, md: markdown_lib.Markdown, images: ImageSource):
+        super().__init__(md)
+        self.images = images
+
+    def run(self, root: etree.Element) -> None:
+        for img in root.iter("img"):
+            img.set("src", self.images(img.get("src", "")))
+        for link in root.iter("a"):
+            href = link.get("href", "")
+            if not EXTERNAL.match(href):
+                link.set("href", self.images(href))
+        for p in list(root.iter("p")):
+            children = list(p)
+            if (len(children) == 1 and children[0].tag == "img" and not (p.text or "").strip()
+                    and not (children[0].tail or "").strip()):
+                img = children[0]
+                p.tag = "figure"
+                img.tail = None
+                caption = etree.SubElement(p, "figcaption")
+                caption.text = img.get("alt", "")
+
+
+class _NotesExtension(Extension):
+    def __init__(self, images: ImageSource, mermaid_image: str | None):
+        super().__init__()
+        self.images = images
+        self.mermaid_image = mermaid_image
+
+    def extendMarkdown(self, md: markdown_lib.Markdown) -> None:  # noqa: N802 (library API)
+        # Raw HTML is escaped: the notes print values read from files, which must stay text.
+        md.preprocessors.deregister("html_block")
+        md.inlinePatterns.deregister("html")
+        if self.mermaid_image:
+            # after whitespace normalisation (30), before fenced code blocks are taken (25)
+            md.preprocessors.register(_MermaidAsPicture(md, self.mermaid_image), "mermaid", 28)
+        # after the inline patterns (20) have made the <img> and <a> elements
+        md.treeprocessors.register(_InlineImages(md, self.images), "inline_images", 15)
 
 
 def markdown_to_html(markdown: str, images: ImageSource, mermaid_image: str | None) -> str:
-    """The body HTML of the Markdown subset the notes use."""
-    lines = markdown.splitlines()
-    out: list[str] = []
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("```"):
-            end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")),
-                       len(lines))
-            out.append(_code(line[3:].strip(), lines[i + 1:end], mermaid_image))
-            i = end + 1
-        elif m := re.match(r"^(#{1,6}) (.*)$", line):
-            level = len(m[1])
-            out.append(f"<h{level}>{_inline(m[2], images)}</h{level}>")
-            i += 1
-        elif line.startswith("|"):
-            end = next((j for j in range(i, len(lines)) if not lines[j].startswith("|")),
-                       len(lines))
-            out.append(_table(lines[i:end], images))
-            i = end
-        elif line.startswith("- "):
-            end = next((j for j in range(i, len(lines)) if not lines[j].startswith("- ")),
-                       len(lines))
-            out.append("<ul>" + "".join(f"<li>{_inline(x[2:], images)}</li>"
-                                        for x in lines[i:end]) + "</ul>")
-            i = end
-        elif m := _IMAGE_LINE.match(line.strip()):
-            out.append(f'<figure><img alt="{html.escape(m[1])}" src="{images(m[2])}">'
-                       f"<figcaption>{html.escape(m[1])}</figcaption></figure>")
-            i += 1
-        elif not line.strip() or (mermaid_image and line.startswith(PICTURE_NOTE)):
-            i += 1
-        else:
-            end = next((j for j in range(i + 1, len(lines)) if not lines[j].strip()
-                        or lines[j].startswith(("```", "#", "|", "- "))), len(lines))
-            out.append("<p>" + _inline(" ".join(lines[i:end]), images) + "</p>")
-            i = end
-    return "\n".join(out)
+    """The body HTML of `markdown`: GitHub-style tables and fenced code, images inlined through
+    `images`, the Mermaid block replaced by `mermaid_image` when there is one."""
+    converter = markdown_lib.Markdown(
+        extensions=["tables", "fenced_code", _NotesExtension(images, mermaid_image)],
+        output_format="html")
+    return converter.convert(markdown)
 
 
 def render_html(data: Mapping[str, Any], markdown: str) -> str:

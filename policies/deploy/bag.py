@@ -1,8 +1,8 @@
 """Record and summarise rosbag2 bags (MCAP storage) without a ROS install.
 
 Bags written here open in `ros2 bag info/play`, Foxglove and anything else that reads
-rosbag2 + MCAP: the messages are the ROS 2 Humble types from `policies.ros`, serialised to
-CDR exactly as a ROS 2 node would.
+rosbag2 + MCAP: the messages are the ROS 2 Humble types from `policies.deploy.messages`,
+serialised to CDR exactly as a ROS 2 node would.
 
 A bag is written into a hidden temporary directory next to `path` and renamed to `path` only
 when the `with` block ends cleanly, so a crash never leaves a half-written bag behind that
@@ -20,7 +20,7 @@ from typing import Any
 from rosbags.interfaces import Connection
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 
-from policies.ros import TYPESTORE, to_cdr
+from policies.deploy.messages import TYPESTORE, to_cdr
 
 BAG_VERSION = 8
 """rosbag2 metadata version: the oldest this writer supports, so the most ROS 2 tools read it."""

@@ -3,14 +3,15 @@
 The message classes are the ones `rosbags` generates from the ROS 2 Humble definitions:
 plain dataclasses with the exact ROS 2 field names whose array fields are numpy arrays, so a
 message built here serialises to the same CDR bytes a real ROS 2 node would put on the wire
-(`to_cdr` / `from_cdr`) and can be written to a rosbag2 (see `policies.bag`) without ROS.
+(`to_cdr` / `from_cdr`) and can be written to a rosbag2 (see `policies.deploy.bag`) without
+ROS.
 
 Conventions (REP 103 / REP 105): metres, seconds, radians; x forward, z up; yaw about +z;
 stamps are integer nanoseconds.
 
 Anything malformed that arrives from outside raises `MessageError`, a `ValueError`, with a
 message naming the field, what it holds and what was expected. A control node counts such
-messages as rejected and keeps running (see `policies.node`).
+messages as rejected and keeps running (see `policies.deploy.node`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ Image = _T["sensor_msgs/msg/Image"]
 LaserScan = _T["sensor_msgs/msg/LaserScan"]
 Twist = _T["geometry_msgs/msg/Twist"]
 Odometry = _T["nav_msgs/msg/Odometry"]
+UInt32 = _T["std_msgs/msg/UInt32"]
+"""Carries the episode index on the deployment's episode-start topic."""
 _Vector3 = _T["geometry_msgs/msg/Vector3"]
 _Point = _T["geometry_msgs/msg/Point"]
 _Quaternion = _T["geometry_msgs/msg/Quaternion"]

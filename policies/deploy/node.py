@@ -33,15 +33,20 @@ bytes, so the adapter converts at the boundary:
 
 - `create_subscription(msg_type, topic, cb, qos)` -> the rclpy class from
   `rosidl_runtime_py.utilities.get_message(msg_type.__msgtype__)`, subscribed with
-  `raw=True` so the callback receives CDR bytes, and `cb(policies.ros.from_cdr(data, ...))`.
+  `raw=True` so the callback receives CDR bytes, and
+  `cb(policies.deploy.messages.from_cdr(data, ...))`.
 - `create_publisher(...)` -> a wrapper whose `publish(msg)` calls the rclpy publisher with
-  `policies.ros.to_cdr(msg)`; rclpy's `Publisher.publish` accepts serialised bytes.
+  `policies.deploy.messages.to_cdr(msg)`; rclpy's `Publisher.publish` accepts serialised
+  bytes.
 - `QoSProfile(depth)` -> `rclpy.qos.QoSProfile(depth=depth)` (keep-last as here).
-- `create_timer`, `get_clock`, `get_logger`, `get_name`, `destroy_node` pass straight
-  through; `rclpy.spin(node)` or rclpy's `SingleThreadedExecutor` replaces the executor here.
+- `create_timer` passes straight through; `rclpy.spin(node)` or rclpy's
+  `SingleThreadedExecutor` replaces the executor here.
 - rclpy does not catch callback errors, so the adapter wraps each subscription callback to
   count and log `MessageError` the way `SingleThreadedExecutor.spin_once` does here, and
-  each timer callback to record lateness against `timer.time_until_next_call()`.
+  each timer callback to record lateness against rclpy's `timer.time_until_next_call()`.
+
+Only what the deployment loop uses is here; the rest of rclpy's surface (destroying
+endpoints, a global context, node introspection) is left out rather than kept untested.
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from policies.ros import MessageError, Time, stamp
+from policies.deploy.messages import MessageError
 
 DEFAULT_SPIN_WINDOW_NS = 500_000
 """Busy-wait this long before a deadline: covers the OS sleep overshoot (~50-100 us)."""
@@ -78,7 +83,7 @@ def _seconds_to_ns(seconds: float, what: str) -> int:
     return round(seconds * _NS_PER_S)
 
 
-# ---------------------------------------------------------------------------- QoS and clock
+# ---------------------------------------------------------------------------- QoS
 
 
 @dataclass(frozen=True)
@@ -98,24 +103,6 @@ def _as_qos(qos_profile: QoSProfile | int) -> QoSProfile:
     return qos_profile if isinstance(qos_profile, QoSProfile) else QoSProfile(depth=qos_profile)
 
 
-@dataclass(frozen=True)
-class ClockTime:
-    """A point on the runtime clock, shaped like `rclpy.time.Time`."""
-
-    nanoseconds: int
-
-    def to_msg(self) -> Time:
-        """As a `builtin_interfaces/Time` for message headers."""
-        return stamp(self.nanoseconds)
-
-
-class Clock:
-    """The clock `Node.get_clock()` returns; monotonic, same timeline as the timers."""
-
-    def now(self) -> ClockTime:
-        return ClockTime(now_ns())
-
-
 # ---------------------------------------------------------------------------- topics
 
 
@@ -124,7 +111,6 @@ class Context:
 
     def __init__(self) -> None:
         self._types: dict[str, type] = {}
-        self._endpoints: dict[str, int] = {}
         self._subscriptions: dict[str, list[Subscription]] = {}
         # One sequence across topics lets the executor deliver in publication order.
         self._seq = itertools.count()
@@ -139,44 +125,15 @@ class Context:
                 f"topic {topic!r} carries {_type_name(known)}, not {_type_name(msg_type)}; "
                 "use the same message type on every endpoint or another topic name"
             )
-        self._endpoints[topic] = self._endpoints.get(topic, 0) + 1
-
-    def _detach(self, topic: str) -> None:
-        self._endpoints[topic] -= 1
-        if self._endpoints[topic] == 0:
-            del self._endpoints[topic], self._types[topic]
 
     def _add_subscription(self, sub: Subscription) -> None:
         self._attach(sub.topic_name, sub.msg_type)
         self._subscriptions.setdefault(sub.topic_name, []).append(sub)
 
-    def _remove_subscription(self, sub: Subscription) -> None:
-        self._subscriptions[sub.topic_name].remove(sub)
-        self._detach(sub.topic_name)
-
     def _publish(self, topic: str, msg: Any) -> None:
         seq = next(self._seq)
         for sub in self._subscriptions.get(topic, ()):
             sub._enqueue(seq, msg)
-
-    def subscription_count(self, topic: str) -> int:
-        """How many live subscriptions `topic` has."""
-        return len(self._subscriptions.get(topic, ()))
-
-    def topic_types(self) -> dict[str, str]:
-        """Topic name -> message type name, for every topic with a live endpoint."""
-        return {topic: _type_name(t) for topic, t in self._types.items()}
-
-
-_default_context: Context | None = None
-
-
-def get_default_context() -> Context:
-    """The context nodes join when none is given (rclpy's global context)."""
-    global _default_context
-    if _default_context is None:
-        _default_context = Context()
-    return _default_context
 
 
 def _type_name(msg_type: type) -> str:
@@ -192,26 +149,15 @@ class Publisher:
         self.msg_type = msg_type
         self.topic_name = topic
         self.qos_profile = qos
-        self._destroyed = False
 
     def publish(self, msg: Any) -> None:
         """Queue `msg` for every subscription on the topic; delivery happens on spin."""
-        if self._destroyed:
-            raise RuntimeError(f"publisher on {self.topic_name!r} was destroyed; make a new one")
         if not isinstance(msg, self.msg_type):
             raise TypeError(
                 f"publisher on {self.topic_name!r} takes {_type_name(self.msg_type)}, "
                 f"got {type(msg).__qualname__}"
             )
         self._context._publish(self.topic_name, msg)
-
-    def get_subscription_count(self) -> int:
-        return self._context.subscription_count(self.topic_name)
-
-    def destroy(self) -> None:
-        if not self._destroyed:
-            self._destroyed = True
-            self._context._detach(self.topic_name)
 
 
 @dataclass
@@ -315,17 +261,10 @@ class Timer:
     def cancel(self) -> None:
         self._canceled = True
 
-    def is_canceled(self) -> bool:
-        return self._canceled
-
     @property
     def next_deadline_ns(self) -> int:
         """Absolute time of the next unserved deadline on the `now_ns` clock."""
         return self._start_ns + self._next_k * self.timer_period_ns
-
-    def time_until_next_call(self) -> int:
-        """Nanoseconds until the next deadline (negative when overdue), as in rclpy."""
-        return self.next_deadline_ns - now_ns()
 
     def is_ready(self, t_ns: int) -> bool:
         return not self._canceled and t_ns >= self.next_deadline_ns
@@ -347,44 +286,22 @@ class Timer:
 class Node:
     """A named set of publishers, subscriptions and timers on one `Context`."""
 
-    def __init__(self, node_name: str, context: Context | None = None) -> None:
+    def __init__(self, node_name: str, context: Context) -> None:
         if not (isinstance(node_name, str) and node_name):
             raise ValueError(f"node name must be a non-empty string, got {node_name!r}")
-        self._name = node_name
-        self.context = get_default_context() if context is None else context
+        self.context = context
         self._logger = logging.getLogger(f"{__name__}.{node_name}")
-        self._clock = Clock()
-        self._publishers: list[Publisher] = []
         self._subscriptions: list[Subscription] = []
         self._timers: list[Timer] = []
-
-    def get_name(self) -> str:
-        return self._name
-
-    def get_logger(self) -> logging.Logger:
-        return self._logger
-
-    def get_clock(self) -> Clock:
-        return self._clock
-
-    @property
-    def publishers(self) -> list[Publisher]:
-        return list(self._publishers)
 
     @property
     def subscriptions(self) -> list[Subscription]:
         return list(self._subscriptions)
 
-    @property
-    def timers(self) -> list[Timer]:
-        return list(self._timers)
-
     def create_publisher(
         self, msg_type: type, topic: str, qos_profile: QoSProfile | int
     ) -> Publisher:
-        pub = Publisher(self.context, msg_type, topic, _as_qos(qos_profile))
-        self._publishers.append(pub)
-        return pub
+        return Publisher(self.context, msg_type, topic, _as_qos(qos_profile))
 
     def create_subscription(
         self,
@@ -403,26 +320,6 @@ class Node:
         self._timers.append(timer)
         return timer
 
-    def destroy_publisher(self, publisher: Publisher) -> None:
-        publisher.destroy()
-        self._publishers.remove(publisher)
-
-    def destroy_subscription(self, subscription: Subscription) -> None:
-        self.context._remove_subscription(subscription)
-        self._subscriptions.remove(subscription)
-
-    def destroy_timer(self, timer: Timer) -> None:
-        timer.cancel()
-        self._timers.remove(timer)
-
-    def destroy_node(self) -> None:
-        """Release every endpoint and timer; the node does nothing afterwards."""
-        for pub in self.publishers:
-            self.destroy_publisher(pub)
-        for sub in self.subscriptions:
-            self.destroy_subscription(sub)
-        for timer in self.timers:
-            self.destroy_timer(timer)
 
 
 # ---------------------------------------------------------------------------- executor
@@ -451,23 +348,13 @@ class SingleThreadedExecutor:
         self._nodes.append(node)
         return True
 
-    def remove_node(self, node: Node) -> None:
-        self._nodes.remove(node)
-
-    def get_nodes(self) -> list[Node]:
-        return list(self._nodes)
-
     def shutdown(self, timeout_sec: float | None = None) -> bool:
         """Ask `spin` / `spin_until` to return after the current callback. Thread-safe."""
         self._stop.set()
         return True
 
-    @property
-    def is_shutdown(self) -> bool:
-        return self._stop.is_set()
-
     def _timers(self) -> list[Timer]:
-        return [t for n in self._nodes for t in n._timers if not t.is_canceled()]
+        return [t for n in self._nodes for t in n._timers if not t._canceled]
 
     def _subscriptions(self) -> list[Subscription]:
         return [s for n in self._nodes for s in n._subscriptions]
