@@ -81,28 +81,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_out(target: str | None, name: str) -> Path:
-    """Where eval, video, export and deploy write `name` when --out is not given.
-
-    Beside the target when it belongs to a run directory that git does not track (a run under
-    runs/ keeps its outputs with it: <run>/eval_heldout, <run>/best/policy.onnx). Anything
-    else, a bare checkpoint file or a folder under version control such as
-    policies/reference/, is never written into: its outputs go to runs/<its name>/<name>,
-    so the source tree is left as it was. Without a target: runs/<name>.
-    """
-    runs = Path(rundir.DEFAULT_RUNS_DIR)
-    if not target:
-        return runs / name
-    path = Path(target)
-    folder = path if path.is_dir() else path.parent
-    run_dir = rundir.run_dir_of(path)
-    if run_dir is not None and not rundir.tracked_files(run_dir):
-        return folder / name
-    named = path.is_dir() or path.name == rundir.POLICY_FILE  # else name it by its file
-    label = (run_dir or folder).resolve().name if named else path.stem
-    return runs / (label or "checkpoint") / name
-
-
 def _rate(text: str) -> float:
     try:
         value = float(text)
@@ -125,7 +103,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     # every value is checked before the evaluation starts, so bad input writes nothing
     sweeps = [parse_sweep(spec) for spec in args.sweep or []]
-    out = Path(args.out) if args.out else _default_out(args.target,
+    out = Path(args.out) if args.out else rundir.default_output(args.target,
                                                        rundir.eval_dir_name(args.split))
     summary = evaluate_all(args.target, split=args.split, episodes=args.episodes,
                            seed=args.seed, out_dir=out, progress=not args.quiet)
@@ -169,15 +147,35 @@ def _cmd_video(args: argparse.Namespace) -> int:
     policy = {"policy": "checkpoint"}.get(args.policy, args.policy)
     if policy == "checkpoint" and not args.target:
         raise UserError("give a checkpoint or run directory, or --policy oracle|random")
-    out = Path(args.out) if args.out else _default_out(args.target,
+    if args.failures:
+        return _video_failures(args, policy)
+    episodes = 2 if args.episodes is None else args.episodes
+    seed = 0 if args.seed is None else args.seed
+    out = Path(args.out) if args.out else rundir.default_output(args.target,
                                                        rundir.video_file(args.policy))
-    result = record_video(args.target, out=out, policy=policy, episodes=args.episodes,
-                          split=args.split, seed=args.seed, gif=not args.no_gif)
+    result = record_video(args.target, out=out, policy=policy, episodes=episodes,
+                          split=args.split, seed=seed, gif=not args.no_gif)
     wins = sum(r["success"] for r in result["episodes"])
-    print(f"Wrote {result['mp4']} ({result['frames']} frames, {wins}/{args.episodes} "
+    print(f"Wrote {result['mp4']} ({result['frames']} frames, {wins}/{episodes} "
           "episodes reached the goal)")
     if result["gif"]:
         print(f"      {result['gif']}")
+    return 0
+
+
+def _video_failures(args: argparse.Namespace, policy: str) -> int:
+    """`video --failures N`: the first N failed evaluation episodes, one MP4 each."""
+    from eval.record import failures_report, record_failures
+    from eval.rollout import TEST_SEED
+
+    # the episodes of `embodied eval` under its defaults, unless told otherwise
+    out = Path(args.out) if args.out else rundir.default_output(
+        args.target, rundir.failures_dir_name(args.split, args.policy))
+    index = record_failures(args.target, out, args.failures, policy=policy,
+                            episodes=200 if args.episodes is None else args.episodes,
+                            split=args.split, seed=TEST_SEED if args.seed is None else args.seed,
+                            progress=True)
+    print("\n".join(failures_report(index, out)))
     return 0
 
 
@@ -202,7 +200,7 @@ def _cmd_deploy(args: argparse.Namespace) -> int:
     report = run_deploy(args.target, rate=args.rate, duration=args.duration,
                         record=args.record, metrics_port=args.metrics_port,
                         inject_malformed_every=args.inject_malformed_every, on_metrics=serving)
-    out = Path(args.out) if args.out else _default_out(args.target, "deploy")
+    out = Path(args.out) if args.out else rundir.default_output(args.target, "deploy")
     files = write_deploy_report(report, out)
     lat = report["latency_ms"]["total"]
     miss = report["deadline_misses"]
@@ -371,10 +369,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("video", help="render episodes to MP4 (+ GIF) with overlays")
     p.add_argument("target", nargs="?", metavar="CHECKPOINT|RUN_DIR")
     p.add_argument("--policy", default="policy", choices=["policy", "oracle", "random"])
-    p.add_argument("--episodes", type=_positive_int, default=2)
+    p.add_argument("--failures", type=_positive_int, metavar="N",
+                   help="render the first N failed evaluation episodes (spread across failure "
+                        "modes), one MP4 each, plus index.json; the episodes are embodied "
+                        "eval's with the same --split and --seed")
+    p.add_argument("--episodes", type=_positive_int,
+                   help="episodes to record (default 2); with --failures, the most episodes "
+                        "searched for failures (default 200)")
     p.add_argument("--split", default="heldout", choices=["train", "heldout"])
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", metavar="FILE.mp4")
+    p.add_argument("--seed", type=int,
+                   help="evaluation seed (default 0; with --failures 1, as embodied eval)")
+    p.add_argument("--out", metavar="FILE.mp4|DIR",
+                   help="the video (default: <run>/video_<policy>.mp4); with --failures a "
+                        "folder (default: <run>/failures_<split>)")
     p.add_argument("--no-gif", action="store_true", help="skip the small GIF")
     p.set_defaults(func=_cmd_video)
 

@@ -111,6 +111,21 @@ def video_file(policy: str, suffix: str = ".mp4") -> str:
     return f"video_{policy}{suffix}"
 
 
+FAILURES_INDEX_FILE = "index.json"
+"""The index of a failure-video folder: which episode, seed and failure mode each video shows."""
+
+
+def failures_dir_name(split: str, policy: str = "policy") -> str:
+    """The default output folder of `embodied video --failures` on `split`: `failures_<split>`
+    for the checkpoint's policy, `failures_<split>_<policy>` for a baseline (oracle, random)."""
+    return f"failures_{split}" if policy == "policy" else f"failures_{split}_{policy}"
+
+
+def failure_video_file(episode: int, mode: str) -> str:
+    """One failed evaluation episode's video in a failure-video folder."""
+    return f"failure_{episode:04d}_{mode}.mp4"
+
+
 def bench_file(kind: str) -> str:
     """The JSON one `embodied bench <kind>` writes."""
     return f"bench_{kind}.json"
@@ -237,6 +252,28 @@ def tracked_files(folder: str | os.PathLike[str]) -> list[str]:
     except (OSError, subprocess.SubprocessError):
         return []
     return out.stdout.splitlines() if out.returncode == 0 else []
+
+
+def default_output(target: str | os.PathLike[str] | None, name: str) -> Path:
+    """Where eval, video, export and deploy write `name` when --out is not given.
+
+    Beside the target when it belongs to a run directory that git does not track (a run under
+    runs/ keeps its outputs with it: <run>/eval_heldout, <run>/best/policy.onnx). Anything
+    else, a bare checkpoint file or a folder under version control such as
+    policies/reference/, is never written into: its outputs go to runs/<its name>/<name>,
+    so the source tree is left as it was. Without a target: runs/<name>.
+    """
+    runs = Path(DEFAULT_RUNS_DIR)
+    if not target:
+        return runs / name
+    path = Path(target)
+    folder = path if path.is_dir() else path.parent
+    run_dir = run_dir_of(path)
+    if run_dir is not None and not tracked_files(run_dir):
+        return folder / name
+    named = path.is_dir() or path.name == POLICY_FILE  # else name it by its file
+    label = (run_dir or folder).resolve().name if named else path.stem
+    return runs / (label or "checkpoint") / name
 
 
 # ---------------------------------------------------------------------------------- reads

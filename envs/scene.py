@@ -55,8 +55,9 @@ class Geometry:
     """'tiles' (inward sheets split along their length), 'quad' or 'box' (thick boxes). A wall
     seen at a grazing angle is a long wedge on screen: split, its triangles' bounding boxes
     hug it."""
-    wall_tiles: int = 8
-    """Tiles along each wall."""
+    wall_tiles: int = 4
+    """Tiles along each wall (1 m each): over goal-directed driving, one quad per wall renders
+    25 % slower and 16 tiles 7 % slower; 4 and 8 tie, 4 is ahead near walls."""
     cylinder_sides: int = 16
     """Sides of cylinder meshes; 0 uses PyBullet's cylinder (a 124-triangle hull)."""
     mesh_boxes: bool = True

@@ -7,7 +7,7 @@
   geodesic, reset, other), by timing the env's own methods.
 - `interleaved_rates`: steps/s of several step functions timed in alternating blocks, so that
   all see the same background load (this is a shared 2-core machine: only ratios are steady).
-- `geometry_variants`: env steps/s and render-only fps of the world built per `Geometry`.
+- `geometry_variants`: render-only fps of each `Geometry` over the same scenes and views.
 - `contact_agreement`: one control step from the same saved states, driven by a reference
   (velocity set and contacts read at every 60 Hz solver step, the first release's loop) and by
   the env's drive (one velocity per period, `substeps` solver steps in one call) per physics
@@ -29,11 +29,13 @@ from typing import Any
 import numpy as np
 import pybullet as p
 import pybullet_data
+from pybullet_utils import bullet_client
 
 from envs.config import EnvConfig, ObservationConfig, RandomizationConfig
 from envs.nav_env import CameraNavEnv
 from envs.quiet import quiet_stdout
-from envs.scene import FAST, LEGACY, Geometry
+from envs.scene import FAST, LEGACY, Camera, Geometry, build_scene
+from policies.oracle import Oracle
 
 ACTION_CYCLE = (0, 0, 1, 0, 2, 3, 0, 4)
 """Discrete actions driven in turn: mostly forward, with arcs and turns, so the robot roams."""
@@ -43,19 +45,20 @@ _TIMED_METHODS = {"_render": "render", "_drive": "drive", "_image_noise": "noise
 
 GEOMETRY_VARIANTS: dict[str, Geometry] = {
     "first release (box floor and walls, 124-triangle cylinders, robot drawn)": LEGACY,
-    "chosen (quad floor, 8-tile walls, 16-sided cylinders, robot hidden)": FAST,
+    "chosen (quad floor, 4-tile walls, 16-sided cylinders, robot hidden)": FAST,
     "floor as a box": replace(FAST, floor="box"),
     "floor tiled 4x4": replace(FAST, floor="tiles", floor_tiles=4),
     "floor tiled 8x8": replace(FAST, floor="tiles", floor_tiles=8),
-    "floor tiled 16x16": replace(FAST, floor="tiles", floor_tiles=16),
     "walls as boxes": replace(FAST, walls="box"),
     "walls as single quads": replace(FAST, walls="quad"),
+    "walls in 8 tiles": replace(FAST, wall_tiles=8),
     "walls in 16 tiles": replace(FAST, wall_tiles=16),
     "PyBullet cylinders": replace(FAST, cylinder_sides=0),
     "robot drawn in its own camera": replace(FAST, robot_visible=True),
     "floor and walls first": replace(FAST, occluders_first=False),
 }
 NO_TEXTURES = "chosen, textures off (what the texture factor costs)"
+DRIVERS = ("goal-directed (privileged planner)", "action cycle (into walls often)")
 
 
 def _env(resolution: int = 64, geometry: Geometry = FAST, **config: Any) -> CameraNavEnv:
@@ -237,30 +240,69 @@ def step_breakdown(env: CameraNavEnv, steps: int, seed: int) -> dict[str, Any]:
             "non_render_fraction_without_rebuilds": round(1 - render / (total - rebuild), 4)}
 
 
-def geometry_variants(steps: int, rounds: int, seed: int) -> list[dict[str, Any]]:
-    """Env steps/s and render-only fps at 64x64 for each world build in GEOMETRY_VARIANTS and
-    for the chosen one without textures, all timed in alternating blocks; ratios are to the
-    chosen build."""
-    variants = {name: _env(geometry=g) for name, g in GEOMETRY_VARIANTS.items()}
-    variants[NO_TEXTURES] = _env(**_untextured())
+def _views(driver: str, episodes: int, steps: int, seed: int) -> list[tuple[Any, list]]:
+    """(scene, camera poses) of `episodes` episodes driven by `driver` (one of DRIVERS)."""
+    env, views = _env(16), []
     try:
-        runners: dict[str, Callable[[int], None]] = {}
-        for name, env in variants.items():
-            runners[f"env|{name}"] = EnvRunner(env, seed)
-            runners[f"render|{name}"] = RenderOnly(env)
-        rates = interleaved_rates(runners, steps, rounds)
+        for ep in range(episodes):
+            _, info = env.reset(seed=seed + ep)
+            planner = Oracle()
+            planner.reset(info)
+            poses = []
+            for t in range(steps):
+                action = planner.act(info) if driver == DRIVERS[0] else ACTION_CYCLE[t % 8]
+                _, _, terminated, truncated, info = env.step(action)
+                poses.append(env._camera_pose())
+                if terminated or truncated:
+                    break
+            views.append((env.scene, poses))
     finally:
-        for env in variants.values():
-            env.close()
-    chosen = next(name for name, g in GEOMETRY_VARIANTS.items() if g == FAST)
-    rows = []
-    for name in variants:
-        env_rate, fps = rates[f"env|{name}"], rates[f"render|{name}"]
-        rows.append({"variant": name, "env_steps_per_s": round(env_rate, 1),
-                     "render_fps": round(fps, 1),
-                     "env_vs_chosen": round(env_rate / rates[f"env|{chosen}"], 3),
-                     "render_vs_chosen": round(fps / rates[f"render|{chosen}"], 3)})
-    return rows
+        env.close()
+    return views
+
+
+def geometry_variants(episodes: int, reps: int, seed: int) -> list[dict[str, Any]]:
+    """Render-only fps at 64x64 of each world build in GEOMETRY_VARIANTS, and of the chosen
+    one without textures, over the same scenes and camera poses for every build (goal-directed
+    driving and the action cycle): each scene is built and its poses rendered per build in a
+    shuffled order, `reps` times, so load bursts land on all builds alike. Ratios are to the
+    chosen build."""
+    builds = {**{name: (g, False) for name, g in GEOMETRY_VARIANTS.items()},
+              NO_TEXTURES: (FAST, True)}
+    with quiet_stdout():
+        client = bullet_client.BulletClient(connection_mode=p.DIRECT)
+    cid = client._client
+    shuffle = np.random.default_rng(seed)
+    rows = {name: {"variant": name} for name in builds}
+    try:
+        for driver in DRIVERS:
+            seconds, frames = dict.fromkeys(builds, 0.0), dict.fromkeys(builds, 0)
+            views = _views(driver, episodes, 60, seed)
+            for _ in range(reps):
+                for scene, poses in views:
+                    for name in shuffle.permutation(list(builds)):
+                        geometry, bare = builds[name]
+                        shown = replace(scene, floor_texture=None, wall_texture=None,
+                                        obstacle_texture=None) if bare else scene
+                        build_scene(client, shown, 2.0, 0.12, geometry)
+                        camera = Camera(cid, 64, 64, scene.values["camera_fov_deg"], shown)
+                        camera.render(*poses[0])
+                        start = time.perf_counter()
+                        for pose in poses:
+                            camera.render(*pose)
+                        seconds[name] += time.perf_counter() - start
+                        frames[name] += len(poses)
+            chosen = frames[_CHOSEN] / seconds[_CHOSEN]
+            for name in builds:
+                fps = frames[name] / seconds[name]
+                rows[name][f"render_fps|{driver}"] = round(fps, 1)
+                rows[name][f"vs_chosen|{driver}"] = round(fps / chosen, 3)
+    finally:
+        client.disconnect()
+    return list(rows.values())
+
+
+_CHOSEN = next(name for name, g in GEOMETRY_VARIANTS.items() if g == FAST)
 
 
 # ------------------------------------------------------------------------- contacts

@@ -1,14 +1,14 @@
-"""Rollout videos: compose camera, scene view and a caption band; write MP4 and GIF atomically.
+"""Rollout videos: compose camera, scene views and a caption band; write MP4 and GIF atomically.
 
 Frames are ``(H, W, 3)`` uint8 RGB throughout. A frame is composed as::
 
-    +----------------------+-------------------+
-    | robot camera, scaled |  scene view       |
-    | up by an integer     |  (e.g. a top-down |
-    | factor (nearest)     |  render)          |
-    +----------------------+-------------------+
-    | caption lines, white on dark             |
-    +------------------------------------------+
+    +----------------------+-------------------+--------------------+
+    | robot camera, scaled |  scene view       |  more views, left  |
+    | up by an integer     |  (e.g. a top-down |  to right (e.g. a  |
+    | factor (nearest)     |  render)          |  chase camera)     |
+    +----------------------+-------------------+--------------------+
+    | caption lines, white on dark                                  |
+    +---------------------------------------------------------------+
 """
 
 from __future__ import annotations
@@ -107,26 +107,28 @@ def compose_frame(
     view: np.ndarray,
     lines: Sequence[str],
     panel_height: int | None = None,
+    extra_views: Sequence[np.ndarray] = (),
 ) -> np.ndarray:
-    """One video frame: camera (left), view (right), caption band below.
+    """One video frame: camera (left), view, then ``extra_views``, caption band below.
 
     ``camera`` is the robot's ``(h, w, 3)`` uint8 image, scaled up by the largest integer
-    factor that keeps it no taller than ``view`` (at least 1); ``view`` is an ``(H, W, 3)``
-    uint8 render of the scene. ``panel_height`` (px) defaults to ``default_panel_height()``.
-    The size depends only on the input sizes and ``panel_height``, never on the text, and
-    both sides are even (libx264 with yuv420p rejects odd sizes), so every frame of a video
-    matches. Returns ``(H', W', 3)`` uint8.
+    factor that keeps it no taller than the tallest view (at least 1); ``view`` and each of
+    ``extra_views`` are ``(H, W, 3)`` uint8 renders of the scene, placed left to right at
+    their own size (a shorter one is padded below with the background). ``panel_height``
+    (px) defaults to ``default_panel_height()``. The size depends only on the input sizes and
+    ``panel_height``, never on the text, and both sides are even (libx264 with yuv420p rejects
+    odd sizes), so every frame of a video matches. Returns ``(H', W', 3)`` uint8.
     """
     camera = np.asarray(camera)
-    view = np.asarray(view)
     _check_rgb("camera", camera)
-    _check_rgb("view", view)
-    factor = max(1, view.shape[0] // camera.shape[0])
+    views = [np.asarray(view), *(np.asarray(v) for v in extra_views)]
+    for i, panel in enumerate(views):
+        _check_rgb("view" if i == 0 else f"extra view {i - 1}", panel)
+    factor = max(1, max(v.shape[0] for v in views) // camera.shape[0])
     cam = upscale_nearest(camera, factor)
-    top_h = max(cam.shape[0], view.shape[0])
-    top = np.concatenate(
-        [_pad_to(cam, top_h, cam.shape[1]), _pad_to(view, top_h, view.shape[1])], axis=1
-    )
+    top_h = max(cam.shape[0], *(v.shape[0] for v in views))
+    top = np.concatenate([_pad_to(panel, top_h, panel.shape[1]) for panel in [cam, *views]],
+                         axis=1)
     band_h = default_panel_height() if panel_height is None else int(panel_height)
     if band_h < 0:
         raise ValueError(f"panel_height must be >= 0, got {panel_height}")

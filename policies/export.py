@@ -180,11 +180,9 @@ def _check_obs(obs: np.ndarray, meta: CheckpointMeta) -> np.ndarray:
 
 
 def default_export_path(target: str | os.PathLike, fmt: str = "onnx") -> Path:
-    """`<run_dir>/policy.onnx` for a run directory, `<checkpoint dir>/policy.onnx` for a file."""
-    suffix = _suffix(fmt)
-    target = Path(target)
-    folder = target if target.is_dir() else target.parent
-    return folder / (Path(CHECKPOINT_NAME).stem + suffix)
+    """Where an export of `target` goes without --out: beside it inside an untracked run
+    directory, under runs/<name>/ otherwise (see `rundir.default_output`)."""
+    return rundir.default_output(target, Path(CHECKPOINT_NAME).stem + _suffix(fmt))
 
 
 def _suffix(fmt: str) -> str:

@@ -67,8 +67,11 @@ def test_alternatives_are_complete_and_printed(alternatives: dict) -> None:
     assert 0 < a["breakdown"]["non_render_fraction"] < 1
     names = [row["variant"] for row in a["geometry_variants"]]
     assert len(names) == len(alt.GEOMETRY_VARIANTS) + 1 and alt.NO_TEXTURES in names
-    assert all(row["render_fps"] > 0 and row["env_steps_per_s"] > 0
-               for row in a["geometry_variants"])
+    for row in a["geometry_variants"]:
+        for driver in alt.DRIVERS:
+            assert row[f"render_fps|{driver}"] > 0 and row[f"vs_chosen|{driver}"] > 0
+    chosen = next(row for row in a["geometry_variants"] if row["variant"] == alt._CHOSEN)
+    assert all(chosen[f"vs_chosen|{d}"] == 1.0 for d in alt.DRIVERS)
     assert [row["physics_hz"] for row in a["physics_rates"]["rates"]] == [60, 30, 20, 10]
     renderers = a["renderers"]
     assert renderers["tiny_renderer_fill"]["empty_frame_us"] > 0

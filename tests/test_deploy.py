@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import embodied_cli
+import rundir
 from envs.config import EnvConfig, ObservationConfig, to_dict
 from envs.nav_env import DISCRETE_ACTIONS, CameraNavEnv
 from envs.wrappers import make_env
@@ -49,6 +50,8 @@ def _checkpoint(path: Path, continuous: bool, bias: float = 0.0) -> Path:
     with torch.no_grad():
         policy.action_net.bias.fill_(bias)
     meta = {"env": to_dict(CFG)}  # spaces and arch are added by save_checkpoint
+    # a run directory (run.json beside the checkpoint): default outputs land beside it
+    (path / rundir.RUN_FILE).write_text("{}")
     return save_checkpoint(path / "policy.pt", policy, ARCH, meta)
 
 
@@ -291,6 +294,7 @@ def test_policy_node_stacks_frames_as_the_env_and_restarts_at_each_episode(
         tmp_path: Path) -> None:
     policy = build_policy(gym.spaces.Box(0, 255, (6, SIZE, SIZE), np.uint8),
                           gym.spaces.Discrete(len(DISCRETE_ACTIONS)), ARCH)
+    (tmp_path / rundir.RUN_FILE).write_text("{}")  # a run directory: the export lands beside it
     ckpt = save_checkpoint(tmp_path / "policy.pt", policy, ARCH, {"env": to_dict(STACKED_CFG)})
     obs = np.zeros((2, SIZE, SIZE, 6), np.uint8)
     onnx_policy = OnnxPolicy(export_policy(ckpt, "onnx", check_obs=obs)["path"])

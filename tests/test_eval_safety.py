@@ -123,12 +123,12 @@ def test_default_out_of_a_tracked_folder_goes_under_runs(tracked: Path, monkeypa
     monkeypatch.chdir(tracked)
     ckpt = tracked / "models" / rundir.POLICY_FILE
     runs = Path(rundir.DEFAULT_RUNS_DIR)
-    assert embodied_cli._default_out(str(ckpt), "eval_heldout") == runs / "models/eval_heldout"
-    assert embodied_cli._default_out(str(tracked / "models"), "deploy") == runs / "models/deploy"
+    assert rundir.default_output(str(ckpt), "eval_heldout") == runs / "models/eval_heldout"
+    assert rundir.default_output(str(tracked / "models"), "deploy") == runs / "models/deploy"
     reference = REPO / "policies" / "reference" / rundir.POLICY_FILE
-    assert embodied_cli._default_out(str(reference), "policy.onnx") == \
+    assert rundir.default_output(str(reference), "policy.onnx") == \
         runs / "reference" / "policy.onnx"
-    assert embodied_cli._default_out(None, "video_oracle.mp4") == runs / "video_oracle.mp4"
+    assert rundir.default_output(None, "video_oracle.mp4") == runs / "video_oracle.mp4"
 
 
 def test_default_out_of_a_run_keeps_writing_into_it(tracked: Path, tmp_path: Path) -> None:
@@ -136,17 +136,17 @@ def test_default_out_of_a_run_keeps_writing_into_it(tracked: Path, tmp_path: Pat
     (run / rundir.BEST_DIR).mkdir(parents=True)
     (run / rundir.CONFIG_FILE).write_text("seed: 0\n")
     best = run / rundir.BEST_DIR / rundir.POLICY_FILE
-    assert embodied_cli._default_out(str(run), "eval_heldout") == run / "eval_heldout"
-    assert embodied_cli._default_out(str(best), "policy.onnx") == best.parent / "policy.onnx"
+    assert rundir.default_output(str(run), "eval_heldout") == run / "eval_heldout"
+    assert rundir.default_output(str(best), "policy.onnx") == best.parent / "policy.onnx"
     outside = tmp_path / "elsewhere"  # no git at all
     outside.mkdir()
     (outside / rundir.RUN_FILE).write_text("{}")
-    assert embodied_cli._default_out(str(outside), "deploy") == outside / "deploy"
+    assert rundir.default_output(str(outside), "deploy") == outside / "deploy"
 
 
 def test_bare_checkpoint_outputs_go_under_runs(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert embodied_cli._default_out(str(tmp_path / "downloads" / "nav.pt"), "eval_heldout") \
+    assert rundir.default_output(str(tmp_path / "downloads" / "nav.pt"), "eval_heldout") \
         == Path(rundir.DEFAULT_RUNS_DIR) / "nav" / "eval_heldout"
 
 

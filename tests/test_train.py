@@ -92,6 +92,7 @@ def test_ppo_method_runs(tmp_path: Path):
     ("env.randomization.light_ambient=[0.9,0.2]", "light_ambient"),
     ("method=sac", "method"),
     ("n_envs=two", "n_envs"),
+    ("env.continuous=2", "continuous"),
 ])
 def test_bad_override_fails_with_one_line_and_no_run_dir(override, field, tmp_path, capsys):
     run_dir = tmp_path / "bad"

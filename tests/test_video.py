@@ -118,3 +118,104 @@ def test_failed_write_leaves_no_temp_file_and_keeps_old_video(
         write(crashing(), path)
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
     assert video.read_video_meta(path)[0] == old
+
+
+# ------------------------------------------------------------------------ the chase view
+
+
+def test_compose_frame_places_extra_views_right_of_the_map() -> None:
+    camera = np.full((16, 16, 3), 10, dtype=np.uint8)
+    view = np.full((64, 64, 3), 90, dtype=np.uint8)
+    chase = np.random.default_rng(1).integers(0, 256, (48, 80, 3), dtype=np.uint8)
+    frame = video.compose_frame(camera, view, [], panel_height=0, extra_views=[chase])
+    assert frame.shape == (64, 64 + 64 + 80, 3)
+    np.testing.assert_array_equal(frame[:48, 128:208], chase)
+    assert (frame[48:64, 128:208] == video.BACKGROUND_RGB).all()  # shorter panel: padded
+    with pytest.raises(ValueError, match="extra view 0"):
+        video.compose_frame(camera, view, [], extra_views=[chase.astype(np.float32)])
+
+
+def _tiny_env(render: bool = True):
+    from envs.config import EnvConfig, ObservationConfig
+    from eval.rollout import make_eval_env
+
+    cfg = EnvConfig(max_steps=5, split="heldout",
+                    observation=ObservationConfig(width=32, height=32))
+    return make_eval_env(cfg, False, render=render)
+
+
+def test_chase_recorder_frames_compose_with_a_full_size_chase_panel() -> None:
+    from envs.chase import CHASE, ChaseRecorder
+    from eval.record import episode_frames
+    from eval.rollout import OracleAgent, run_episode
+
+    assert CHASE.height_px >= 256 and CHASE.width_px >= 256
+    env = ChaseRecorder(_tiny_env())
+    try:
+        ep = run_episode(env, OracleAgent(False), seed=3, episode=0, keep_frames=True)
+        views = list(env.views)
+    finally:
+        env.close()
+    assert len(views) == len(ep.frames) == ep.record["steps"] + 1
+    assert {v.shape for v in views} == {(CHASE.height_px, CHASE.width_px, 3)}
+    assert len({v.tobytes() for v in views}) > 1  # the camera follows the robot
+    frames = list(episode_frames(ep, "oracle", False, views, note="failure: test"))
+    camera, topdown = ep.frames[0]
+    x0 = camera.shape[1] * (CHASE.height_px // camera.shape[0]) + topdown.shape[1]
+    for frame, chase in zip(frames, views):
+        np.testing.assert_array_equal(frame[:CHASE.height_px, x0:x0 + CHASE.width_px], chase)
+    assert frames[0].shape[1] == x0 + CHASE.width_px
+
+
+def test_chase_view_draws_the_robot_the_onboard_camera_never_sees(monkeypatch) -> None:
+    from envs import chase
+
+    camera = chase.ChaseCamera(width_px=96, height_px=80)
+    env = _tiny_env()
+    try:
+        env.reset(seed=7)
+        assert not env.unwrapped.geometry.robot_visible  # hidden from the robot's own camera
+        shown = chase.render_chase(env, camera)
+        # the same view with the robot left as the env keeps it between renders: transparent
+        monkeypatch.setattr(chase, "show_robot", lambda *args: None)
+        hidden = chase.render_chase(env, camera)
+        monkeypatch.undo()
+        assert (chase.render_chase(env, camera) == shown).all()  # the same on every call
+    finally:
+        env.close()
+    changed = np.argwhere(np.abs(shown.astype(int) - hidden.astype(int)).sum(axis=2) > 60)
+    # the robot (and its shadow) stands centred, in the lower half of the image
+    assert len(changed) > 40
+    assert abs(changed[:, 1].mean() - 48) < 12 and changed[:, 0].mean() > 40
+
+
+def test_chase_recorder_leaves_the_episode_unchanged() -> None:
+    from envs.chase import ChaseCamera, ChaseRecorder
+
+    plain, chased = _tiny_env(), ChaseRecorder(_tiny_env(), ChaseCamera(64, 48))
+    try:
+        a, _ = plain.reset(seed=11)
+        b, _ = chased.reset(seed=11)
+        np.testing.assert_array_equal(a, b)
+        for action in (0, 1, 3, 0, 2):
+            a, ra, *_ = plain.step(action)
+            b, rb, *_ = chased.step(action)
+            np.testing.assert_array_equal(a, b)
+            assert ra == rb
+    finally:
+        plain.close()
+        chased.close()
+
+
+def test_chase_view_needs_a_drawn_robot() -> None:
+    from envs.chase import render_chase
+
+    env = _tiny_env(render=False)
+    try:
+        with pytest.raises(RuntimeError, match="reset"):
+            render_chase(env)
+        env.reset(seed=0)
+        with pytest.raises(ValueError, match="render_mode='rgb_array'"):
+            render_chase(env)
+    finally:
+        env.close()

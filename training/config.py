@@ -115,6 +115,9 @@ class TrainConfig:
 
     method: str = "distill"
     """distill (teacher -> camera student, fast) or ppo (pixel PPO from reward)."""
+    continuous: bool = False
+    """Train CameraNavContinuous-v0: (linear, angular) velocity actions in [-1, 1] instead of
+    the five discrete ones. `env.continuous` is read as this key (see CONTINUOUS_KEY)."""
     seed: int = 0
     """Seeds torch and the training envs (env i gets seed + i)."""
     n_envs: int = 4
@@ -248,9 +251,10 @@ def load_config(name_or_path: str | None = "default", overrides: list[str] | Non
                               "settings")
     else:
         data = {}
-    data = _frame_stack_in_env(data)
+    data = _continuous_at_top(_frame_stack_in_env(data))
     for key, value in parse_overrides(overrides or []):
-        _set_dotted(data, FRAME_STACK_KEY if key == "frame_stack" else key, value)
+        _set_dotted(data, {"frame_stack": FRAME_STACK_KEY,
+                           f"env.{CONTINUOUS_KEY}": CONTINUOUS_KEY}.get(key, key), value)
     return config_from_dict(data)
 
 
@@ -258,7 +262,29 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """A validated TrainConfig from a (nested) dict such as a run's saved config.yaml."""
     if not isinstance(data, dict):
         raise ConfigError(f"a training config is a mapping, got {type(data).__name__}")
-    return from_dict(TrainConfig, _frame_stack_in_env(data))
+    return from_dict(TrainConfig, _continuous_at_top(_frame_stack_in_env(data)))
+
+
+CONTINUOUS_KEY = "continuous"
+"""The action variant is a top-level setting; `env.continuous` (in a preset or an override)
+is read as this key. It is not an `EnvConfig` field because the env takes it beside its config
+(`make_env(cfg, continuous)`, the two registered env ids) and a checkpoint records it once, as
+its action space."""
+
+
+def _continuous_at_top(data: dict[str, Any]) -> dict[str, Any]:
+    """Move `env: {continuous: ...}` to the top-level `continuous` it means."""
+    env = data.get("env")
+    if not isinstance(env, dict) or CONTINUOUS_KEY not in env:
+        return data  # nothing to move, or a malformed section from_dict reports
+    data, env = dict(data), dict(env)
+    value = env.pop(CONTINUOUS_KEY)
+    if data.get(CONTINUOUS_KEY, value) != value:
+        raise ConfigError(f"env.continuous: {value!r} disagrees with continuous "
+                          f"{data[CONTINUOUS_KEY]!r}; set only one of them")
+    data[CONTINUOUS_KEY] = value
+    data["env"] = env
+    return data
 
 
 FRAME_STACK_KEY = "env.observation.frame_stack"

@@ -7,7 +7,7 @@ Read top to bottom:
    teacher, then a linearly decaying teacher share beta), every frame labelled with the
    teacher's action for that state, computed in the env's worker process.
 3. Aggregate the labelled frames and fit the student by cross-entropy (discrete) or MSE
-   (continuous) on random-shift augmented images.
+   on the mean action (continuous, `continuous=true`) on random-shift augmented images.
 4. Repeat; evaluate on the held-out split and checkpoint through the run's hooks.
 
 The student is an ordinary SB3 `ActorCriticCnnPolicy`, so it saves in the same checkpoint
@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 import rundir
 from policies.checkpoint import build_policy
-from training.config import TrainConfig, arch_dict
+from policies.metadata import ArchSpec, CheckpointMeta
+from training.config import TrainConfig
 from training.experts import ExpertLabel, MLPTeacher
 from training.vec import make_vec_env, running
 
@@ -124,12 +124,23 @@ def class_weights(actions: np.ndarray, n_actions: int) -> torch.Tensor:
 def imitation_loss(policy: ActorCriticPolicy, obs: torch.Tensor, expert: torch.Tensor,
                    continuous: bool, weights: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, float]:
-    """Cross-entropy (discrete, optionally class-weighted) or MSE on the mean action
-    (continuous); also the agreement."""
+    """The loss to minimise and how close the student is to the teacher.
+
+    Discrete: cross-entropy on the logits (optionally class-weighted) and the fraction of
+    frames where the student's argmax is the teacher's action. Continuous: MSE of the mean
+    action against the teacher's (N, 2) action, plus the Gaussian negative log-likelihood of
+    the teacher's action under the policy's std with the mean held fixed, so the std settles at
+    the residual's scale (what PPO fine-tuning then explores with, rather than SB3's initial
+    std of 1 over a [-1, 1] box) without pulling on the mean; the closeness is the mean
+    absolute error of the mean action.
+    """
     dist = policy.get_distribution(obs)
     if continuous:
-        mean = dist.distribution.mean
-        return F.mse_loss(mean, expert), float((mean - expert).abs().mean())
+        normal = dist.distribution
+        mean = normal.mean
+        std = normal.stddev
+        nll = (0.5 * ((expert - mean.detach()) / std) ** 2 + std.log()).mean()
+        return F.mse_loss(mean, expert) + nll, float((mean.detach() - expert).abs().mean())
     logits = dist.distribution.logits
     loss = F.cross_entropy(logits, expert.long(), weight=weights)
     return loss, float((logits.argmax(1) == expert.long()).float().mean())
@@ -145,11 +156,22 @@ def teacher_share(cfg: TrainConfig, iteration: int) -> float:
     return max(0.0, 1.0 - (iteration - d.expert_iterations + 1) / d.beta_decay_iterations)
 
 
-def make_student(cfg: TrainConfig, image_shape_hwc: tuple[int, int, int],
-                 action_space: spaces.Space, device: torch.device) -> ActorCriticPolicy:
-    h, w, c = image_shape_hwc
-    obs_space = spaces.Box(0, 255, (c, h, w), np.uint8)
-    return build_policy(obs_space, action_space, arch_dict(cfg)).to(device)
+def student_meta(cfg: TrainConfig) -> CheckpointMeta:
+    """What the student's checkpoints will say about it: env, network and action variant.
+
+    Its spaces (channel-first frame-stacked uint8 images; `Discrete(5)` or the (2,) box in
+    [-1, 1]) are the ones evaluation and export rebuild the policy with.
+    """
+    a = cfg.arch
+    return CheckpointMeta(cfg.env, ArchSpec(a.features_dim, tuple(a.channels), tuple(a.net_arch)),
+                          cfg.continuous)
+
+
+def make_student(cfg: TrainConfig, device: torch.device) -> ActorCriticPolicy:
+    """A freshly initialised camera student for this run's env and action variant."""
+    meta = student_meta(cfg)
+    return build_policy(meta.observation_space(), meta.action_space(),
+                        meta.arch.as_dict()).to(device)
 
 
 def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher | None = None,
@@ -177,7 +199,7 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
     with running(venv):
         image_shape = venv.observation_space.shape
         if student is None:
-            student = make_student(cfg, image_shape, venv.action_space, device)
+            student = make_student(cfg, device)
         optimizer = torch.optim.Adam(student.parameters(), lr=d.learning_rate)
         if optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
@@ -241,7 +263,8 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
             state.iteration += 1
             hooks.on_iteration(student, optimizer, state, {
                 "distill/loss": float(np.mean(losses)),
-                "distill/teacher_agreement": float(np.mean(agreements)),
+                ("distill/action_mae" if continuous else "distill/teacher_agreement"):
+                    float(np.mean(agreements)),
                 "distill/beta": beta,
                 "distill/learning_rate": d.learning_rate * frac,
                 "distill/buffer_frames": buffer.size,

@@ -99,7 +99,6 @@ class TrainingHooks:
     cfg: TrainConfig
     run_dir: Path
     total_timesteps: int
-    continuous: bool
     device: torch.device
     quiet: bool = False
     on_eval: Callable[[dict[str, Any]], None] | None = None
@@ -115,6 +114,11 @@ class TrainingHooks:
     _start: float = field(default_factory=time.perf_counter)
     _writer: Any = None
     _bar: Any = None
+
+    @property
+    def continuous(self) -> bool:
+        """Whether the run trains the continuous action variant (the config says)."""
+        return self.cfg.continuous
 
     # -- lifecycle -----------------------------------------------------------------------
     def open(self, start_timesteps: int = 0) -> None:

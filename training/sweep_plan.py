@@ -53,8 +53,9 @@ class Dimension:
 
     @property
     def integer(self) -> bool:
-        return self.is_range and float(self.low).is_integer() and float(self.high).is_integer() \
-            and not self.log and isinstance(self.low, int)
+        """Both ends written as integers (and not log): an integer setting, both ends included."""
+        return self.is_range and not self.log and isinstance(self.low, int) \
+            and isinstance(self.high, int)
 
     def sample(self, rng: np.random.Generator) -> Any:
         if not self.is_range:

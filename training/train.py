@@ -103,8 +103,7 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, point: ResumeP
            quiet: bool, on_eval: Callable[[dict[str, Any]], None] | None = None
            ) -> TrainResult:
     total = cfg.distill.total_timesteps if cfg.method == "distill" else cfg.ppo.total_timesteps
-    continuous = False
-    hooks = TrainingHooks(cfg, run_dir, total, continuous, device, quiet=quiet, on_eval=on_eval)
+    hooks = TrainingHooks(cfg, run_dir, total, device, quiet=quiet, on_eval=on_eval)
     if point is not None:
         hooks.best_success = float(point.state.get("best_success", -1.0))
         hooks.best_spl = float(point.state.get("best_spl", -1.0))
@@ -124,7 +123,8 @@ def _train(cfg: TrainConfig, run_dir: Path, device: torch.device, point: ResumeP
         hooks.close()
     best = run_dir / rundir.BEST_DIR / CHECKPOINT_NAME
     summary = {
-        "method": cfg.method, "timesteps": timesteps, "interrupted": interrupted,
+        "method": cfg.method, "continuous": cfg.continuous, "timesteps": timesteps,
+        "interrupted": interrupted,
         "stopped_by_time_budget": hooks.budget_spent() and not interrupted,
         "wall_clock_s": round(hooks.elapsed_s(), 1),
         "steps_per_s": round(timesteps / max(hooks.elapsed_s(), 1e-9), 1),
@@ -160,18 +160,25 @@ def _train_ppo(cfg, hooks, device, run_dir, point: ResumePoint | None):
         return model.policy, timesteps
 
 
-def _load_teacher(run_dir: Path) -> MLPTeacher | None:
+def _load_teacher(cfg: TrainConfig, run_dir: Path) -> MLPTeacher | None:
     """The run's trained PPO teacher, if it kept one (a resumed run does not retrain it)."""
     path = teacher_path(run_dir)
     if not path.is_file():
         return None
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-        layers = teacher_layers(int(data["state_size"]), int(data["n_out"]))
-        return MLPTeacher(data["state_dict"], layers, False)
+        n_out = int(data["n_out"])
+        layers = teacher_layers(int(data["state_size"]), n_out)
+        teacher = MLPTeacher(data["state_dict"], layers, cfg.continuous)
     except Exception as err:  # corrupt, foreign or hand-edited: one line, never a traceback
         raise ResumeError(f"{path} is not a readable teacher ({type(err).__name__}); delete it "
                           "and the resumed run trains the teacher again") from None
+    expected = distill_mod.student_meta(cfg).n_outputs
+    if n_out != expected:
+        kind = "continuous" if cfg.continuous else "discrete"
+        raise ResumeError(f"{path} has {n_out} action outputs, not the {expected} of this "
+                          f"{kind} run; delete it and the resumed run trains the teacher again")
+    return teacher
 
 
 class _DistillHooks:
@@ -213,12 +220,12 @@ def _distill_trainer_state(optimizer, state) -> dict[str, Any]:
 def _train_distill(cfg, hooks, device, run_dir, point: ResumePoint | None):
     teacher = None
     if cfg.distill.teacher == "ppo":
-        teacher = _load_teacher(run_dir)
+        teacher = _load_teacher(cfg, run_dir)
         if teacher is None:
             teacher = train_teacher(cfg, hooks, str(device), run_dir)
     student = optimizer_state = state = None
     if point is not None:
-        student = _fresh_student(cfg, device)
+        student = distill_mod.make_student(cfg, device)
         try:
             student.load_state_dict(point.policy_state)
             # a trial load, so a state that does not fit is named here, not mid-run
@@ -232,7 +239,7 @@ def _train_distill(cfg, hooks, device, run_dir, point: ResumePoint | None):
         # stopped during the teacher phase: keep a resumable (untrained) student checkpoint
         state = state or distill_mod.DistillState()
         if student is None:
-            student = _fresh_student(cfg, device)
+            student = distill_mod.make_student(cfg, device)
         optimizer = torch.optim.Adam(student.parameters(), lr=cfg.distill.learning_rate)
         hooks.save_trainer(student, _distill_trainer_state(optimizer, state), state.timesteps)
         return student, state.timesteps
@@ -242,15 +249,6 @@ def _train_distill(cfg, hooks, device, run_dir, point: ResumePoint | None):
     if finetune > 0 and not hooks.should_stop():
         return _finetune(cfg, hooks, device, run_dir, student, state.timesteps)
     return student, state.timesteps
-
-
-def _fresh_student(cfg, device):
-    from gymnasium import spaces
-
-    obs = cfg.env.observation
-    channels = obs.stacked_channels
-    return distill_mod.make_student(cfg, (obs.height, obs.width, channels), spaces.Discrete(5),
-                                    device)
 
 
 def _finetune(cfg, hooks, device, run_dir, student, start_timesteps):
