@@ -259,7 +259,8 @@ def record_failures(
 
     Writes `out_dir/failure_<episode>_<mode>.mp4` per video, then `out_dir/index.json`
     (`rundir.FAILURES_INDEX_FILE`), both atomically, and returns the index: `policy`,
-    `checkpoint`, `split`, `seed`, `requested`, `scanned_episodes`, `scanned_failure_modes`
+    `checkpoint`, `split`, `seed`, `requested`, `max_episodes` (the `episodes` asked for),
+    `scanned_episodes`, `scanned_failure_modes`
     (`{mode: count}` over the scanned episodes), `failures_found` (failed episodes scanned,
     crashes excluded) and `videos` (`[{episode, seed, failure_mode, file, frames, steps}]`,
     `file` relative to `out_dir`). Fewer videos than `failures` when fewer failed.
@@ -291,6 +292,7 @@ def record_failures(
         "split": split,
         "seed": seed,
         "requested": failures,
+        "max_episodes": episodes,
         "scanned_episodes": len(records),
         "scanned_failure_modes": count_modes(records),
         "failures_found": sum(1 for m in map(failure_mode, records)

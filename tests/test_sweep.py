@@ -105,6 +105,15 @@ def test_trial_threads_follow_the_cpu_share():
     assert cfg.torch_threads_train == 1 and cfg.torch_threads_collect == 1
 
 
+def test_address_comes_from_the_flag_then_ray_address(monkeypatch):
+    assert cluster.resolve_address(None) is None  # local Ray in this process
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6400")
+    assert cluster.resolve_address(None) == "127.0.0.1:6400"
+    assert cluster.resolve_address("127.0.0.1:6500") == "127.0.0.1:6500"
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    assert cluster.resolve_address(None) is None
+
+
 def test_split_address():
     assert cluster.split_address("127.0.0.1:1234") == ("127.0.0.1", 1234)
     assert cluster.split_address("head") == ("head", cluster.DEFAULT_PORT)

@@ -165,6 +165,11 @@ def test_chase_recorder_frames_compose_with_a_full_size_chase_panel() -> None:
     for frame, chase in zip(frames, views):
         np.testing.assert_array_equal(frame[:CHASE.height_px, x0:x0 + CHASE.width_px], chase)
     assert frames[0].shape[1] == x0 + CHASE.width_px
+    # the note (a failure video's mode) is a caption line: the panels above stay the same
+    unnoted = next(episode_frames(ep, "oracle", False, views))
+    assert unnoted.shape == frames[0].shape
+    assert (unnoted[:CHASE.height_px] == frames[0][:CHASE.height_px]).all()
+    assert (unnoted[CHASE.height_px:] != frames[0][CHASE.height_px:]).any()
 
 
 def test_chase_view_draws_the_robot_the_onboard_camera_never_sees(monkeypatch) -> None:

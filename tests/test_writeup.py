@@ -127,13 +127,14 @@ def _loop_row(rate: float, load: str, misses: int, jitter: float, met: bool) -> 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A tiny real run with every stage's artifacts: training, held-out report with a sweep,
-    video, ONNX export and a short deploy loop."""
+    video, failure videos, ONNX export and a short deploy loop."""
     d = tmp_path_factory.mktemp("writeup") / "run"
     cli = embodied_cli.main
     assert cli(["train", "--config", "tiny", "--run-dir", str(d), "--quiet"]) == 0
     assert cli(["eval", str(d), "--episodes", "2", "--quiet", "--sweep", "strength=0,1",
                 "--sweep-episodes", "1"]) == 0
     assert cli(["video", str(d), "--episodes", "1"]) == 0
+    assert cli(["video", str(d), "--failures", "1", "--episodes", "2"]) == 0
     assert cli(["export", str(d)]) == 0
     assert cli(["deploy", str(d), "--duration", "2"]) == 0
     return d

@@ -226,9 +226,12 @@ def _tuner(plan: dict[str, Any], out: Path, progress: SweepProgress, restore: bo
         cid, _, seed = trial_identity(trial.config, plan)
         return f"{trial_name(cid, seed)}_{trial.trial_id}"
 
+    # reuse_actors: the next trial of the same size runs in the worker process of the last
+    # one, as `train()` runs one after another in one process, instead of paying a new
+    # process and its torch/pybullet imports per trial
     tune_config = tune.TuneConfig(metric=VAL_SUCCESS, mode="max", scheduler=scheduler,
                                   search_alg=search_alg, num_samples=num_samples,
-                                  trial_dirname_creator=dirname)
+                                  trial_dirname_creator=dirname, reuse_actors=True)
     return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
                       run_config=run_config)
 

@@ -7,6 +7,7 @@ spelled):
     monitor/*.monitor.csv                     per-episode training logs (SB3 Monitor)
     eval_heldout/summary.json                 policy, oracle and random on the held-out split
     eval_heldout/sweep_<factor>.json / .png   robustness sweeps
+    failures_heldout/index.json               failure videos (`embodied video --failures`)
     video_policy.gif / video_policy.mp4       the recorded policy
     policy.parity.json                        export parity (ONNX / TorchScript vs PyTorch)
     deploy/deploy_report.json / deploy_latency.png
@@ -22,8 +23,9 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Sequence
-from pathlib import Path
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path, PurePath
 from typing import Any
 
 import yaml
@@ -37,12 +39,14 @@ SWEEP_STEM = rundir.sweep_file("", "")
 SWEEP_PREFIX = f"{HELDOUT_DIR}/{SWEEP_STEM}"
 SWEEP_PATTERN = f"{HELDOUT_DIR}/{rundir.sweep_file('*')}"
 SWEEP_PNG_PATTERN = f"{HELDOUT_DIR}/{rundir.sweep_file('*', '.png')}"
+FAILURES_INDEX = f"{rundir.failures_dir_name('heldout')}/{rundir.FAILURES_INDEX_FILE}"
 RUN_FILES = (
     rundir.CONFIG_FILE,
     rundir.RUN_FILE,
     rundir.TRAIN_SUMMARY_FILE,
     rundir.EVAL_DURING_TRAINING_FILE,
     HELDOUT_SUMMARY,
+    FAILURES_INDEX,
     rundir.PARITY_FILE,
     rundir.DEPLOY_REPORT_FILE,
 )
@@ -57,6 +61,27 @@ DEFAULT_BENCH_DIR = rundir.DEFAULT_BENCH_DIR
 MONITOR_HEAD = ("r", "l", "t")
 """SB3 Monitor's first three columns: episode return, length (steps), end time (s since the
 monitor started)."""
+
+
+_MODE_NAME = re.compile(r"[a-z0-9_]+")
+
+
+def failure_videos(index: Any) -> list[tuple[int, Mapping[str, Any]]]:
+    """(position, entry) of the first video of each failure mode in a failure-video index,
+    in index order: the one the notes show a frame strip of. Entries whose mode is not a plain
+    name or whose file is not a bare file name are skipped (the mode names a figure file)."""
+    videos = index.get("videos") if isinstance(index, Mapping) else None
+    seen: set[str] = set()
+    out = []
+    for i, video in enumerate(videos if isinstance(videos, list) else []):
+        if not isinstance(video, Mapping):
+            continue
+        mode, file = video.get("failure_mode"), video.get("file")
+        if (isinstance(mode, str) and _MODE_NAME.fullmatch(mode) and mode not in seen
+                and isinstance(file, str) and file and PurePath(file).name == file):
+            seen.add(mode)
+            out.append((i, video))
+    return out
 
 
 def parse_file(path: Path) -> Any:

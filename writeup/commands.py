@@ -11,9 +11,13 @@ import rundir
 from writeup.collect import (
     BENCH_KINDS,
     DEFAULT_BENCH_DIR,
+    FAILURES_INDEX,
     HELDOUT_SUMMARY,
     SWEEP_PREFIX,
 )
+
+FAILURE_VIDEOS = 5
+"""Failure videos the notes ask for when a run has none."""
 
 
 def fill(cmd: str) -> str:
@@ -64,6 +68,12 @@ class Commands:
 
     def video(self) -> str:
         return f"embodied video {self.run}"
+
+    def failures(self) -> str:
+        """Failure videos of the held-out episodes the summary counted (its seed)."""
+        summary = _mapping(self.files.get(HELDOUT_SUMMARY))
+        return (f"embodied video {self.run} --failures {FAILURE_VIDEOS}"
+                + options(("seed", summary.get("seed"))))
 
     def export(self) -> str:
         return f"embodied export {self.run}"
@@ -117,6 +127,11 @@ class Commands:
     def _use_lines(self) -> list[str]:
         # The recording keeps no record of its episode count; the command's defaults apply.
         lines = [self.video()] if self.media.get("video_mp4") else []
+        index = _mapping(self.files.get(FAILURES_INDEX))
+        if index:
+            lines.append(f"embodied video {self.run}" + options(
+                ("failures", index.get("requested")), ("episodes", index.get("max_episodes")),
+                ("seed", index.get("seed"))))
         if self.files.get(rundir.PARITY_FILE):
             lines.append(self.export())
         deploy = _mapping(self.files.get(rundir.DEPLOY_REPORT_FILE))

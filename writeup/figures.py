@@ -19,12 +19,17 @@ from matplotlib.figure import Figure
 
 import rundir
 from writeup import architecture
-from writeup.collect import VIDEO_GIF
+from writeup.collect import FAILURES_INDEX, VIDEO_GIF, failure_videos
 
 ROLLING_EPISODES = 20
 """Training success is shown as a rolling mean over this many episodes."""
 STRIP_FRAMES = 6
 """Frames in the video strip, evenly spaced over the recording."""
+FAILURE_STRIP_FRAMES = 4
+"""Frames in the strip of each failure mode, evenly spaced over its episode."""
+FAILURE_FRAME_WIDTH_PX = 480
+"""Width each failure-video frame is scaled to in its strip (the video's camera, map and
+chase panels are over 800 px wide together)."""
 MAX_GIF_BYTES = 6_000_000
 """A larger GIF is left out of the notes (the HTML embeds it), the frame strip stays."""
 
@@ -36,7 +41,8 @@ FILENAMES = {
     "video_gif": VIDEO_GIF,
     "deploy_latency": "deploy_latency.png",
 }
-"""Figure name -> file name; sweeps are `sweep_<factor>` -> `sweep_<factor>.png`."""
+"""Figure name -> file name; sweeps are `sweep_<factor>` -> `sweep_<factor>.png`, failure
+strips `failure_<mode>` -> `failure_<mode>.png`."""
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -154,6 +160,52 @@ def frame_strip(frames: np.ndarray, count: int = STRIP_FRAMES, gap: int = 4) -> 
     return strip
 
 
+def sample_frames(path: str | os.PathLike[str], count: int, total: int | None = None,
+                  width: int | None = None) -> np.ndarray | None:
+    """`count` frames evenly spaced over a video, each scaled to `width` px (aspect kept);
+    (N, H, W, 3) uint8, or None where the file does not decode. `total` (its frame count, if
+    known) spares a first pass over the file; only the picked frames are held."""
+    import imageio.v3 as iio
+    from PIL import Image
+
+    try:
+        if total is None or total < 1:
+            total = sum(1 for _ in iio.imiter(path))
+        picks = set(np.linspace(0, total - 1, min(count, total)).round().astype(int).tolist())
+        kept = []
+        for i, frame in enumerate(iio.imiter(path)):
+            if i in picks:
+                image = Image.fromarray(np.asarray(frame)[..., :3])
+                if width is not None and image.width != width:
+                    height = max(1, round(image.height * width / image.width))
+                    image = image.resize((width, height), Image.Resampling.LANCZOS)
+                kept.append(np.asarray(image, dtype=np.uint8))
+    except (OSError, ValueError, RuntimeError):
+        return None
+    return np.stack(kept) if kept else None
+
+
+def failure_strips(data: Mapping[str, Any], out: Path) -> dict[str, Path]:
+    """One strip per failure mode, from the first video of that mode in the failure index
+    (`collect.failure_videos`); {`failure_<mode>`: path}. Videos that do not decode are
+    skipped."""
+    index = data.get("files", {}).get(FAILURES_INDEX)
+    source = data.get("sources", {}).get(FAILURES_INDEX)
+    if not source:
+        return {}
+    folder = Path(source).parent
+    made = {}
+    for _, video in failure_videos(index):
+        total = video.get("frames")
+        frames = sample_frames(folder / video["file"], FAILURE_STRIP_FRAMES,
+                               total if isinstance(total, int) else None,
+                               FAILURE_FRAME_WIDTH_PX)
+        if frames is not None:
+            name = f"failure_{video['failure_mode']}"
+            made[name] = _write_png(frame_strip(frames, FAILURE_STRIP_FRAMES), out / f"{name}.png")
+    return made
+
+
 def _write_png(array: np.ndarray, path: Path) -> Path:
     import imageio.v3 as iio
 
@@ -164,7 +216,7 @@ def make_figures(data: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> di
     """Write every figure the data supports into `out_dir`; {figure name: path}.
 
     Names: architecture (always), learning_curves, learning_by_method, frame_strip,
-    video_gif, sweep_<factor>, deploy_latency.
+    video_gif, failure_<mode>, sweep_<factor>, deploy_latency.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -187,6 +239,7 @@ def make_figures(data: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> di
     gif = media.get("video_gif")
     if gif and os.path.getsize(gif) <= MAX_GIF_BYTES:
         made["video_gif"] = _copy(gif, out / FILENAMES["video_gif"])
+    made.update(failure_strips(data, out))
     for factor, png in sorted((media.get("sweep_png") or {}).items()):
         made[f"sweep_{factor}"] = _copy(png, out / f"sweep_{factor}.png")
     if media.get("deploy_png"):

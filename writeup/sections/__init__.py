@@ -16,6 +16,7 @@ from writeup.sections.architecture import architecture_section
 from writeup.sections.decisions import decisions
 from writeup.sections.environment import environment
 from writeup.sections.evaluation import evaluation
+from writeup.sections.failures import failures
 from writeup.sections.header import header
 from writeup.sections.learning import learning
 from writeup.sections.limits import limits
@@ -30,5 +31,5 @@ Section = Callable[[Doc, Commands], str]
 
 SECTIONS: tuple[Section, ...] = (
     header, summary, architecture_section, decisions, environment, learning, evaluation,
-    robustness, video, performance, limits, reproduce)
+    failures, robustness, video, performance, limits, reproduce)
 """The notes, top to bottom."""

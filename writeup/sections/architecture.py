@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import PurePath
+
 import rundir
 from writeup import architecture
-from writeup.collect import HELDOUT_DIR, VIDEO_GIF, VIDEO_MP4
+from writeup.collect import FAILURES_INDEX, HELDOUT_DIR, VIDEO_GIF, VIDEO_MP4
 from writeup.commands import Commands
 from writeup.doc import Doc
 from writeup.sections.common import join, table
@@ -24,6 +26,8 @@ def architecture_section(doc: Doc, cmd: Commands) -> str:
          "weights-only checkpoints and resumable state"),
         (f"{HELDOUT_DIR}/", "held-out report, per-episode records, robustness sweeps"),
         (f"{VIDEO_MP4}, {VIDEO_GIF}", "recorded episodes"),
+        (f"{PurePath(FAILURES_INDEX).parent}/", "failed held-out episodes, one video each, "
+         "and their index"),
         (f"{r.ONNX_FILE}, {r.PARITY_FILE}, {r.DEPLOY_DIR}/", "export, parity, control-loop report"),
     ))
     return join(

@@ -16,5 +16,6 @@ def video(doc: Doc, cmd: Commands) -> str:
         return join("## The policy at work", produce(cmd.video()))
     return join("## The policy at work",
                  "Held-out episodes recorded by `embodied video`: the robot's camera beside a "
-                 "top-down map, with the action, reward and distance to the goal per step.",
+                 "top-down map and (in recordings made since it was added) a chase camera "
+                 "behind the robot, with the action, reward and distance to the goal per step.",
                  strip, f"_{STRIP_NOTE}._" if strip else None, gif)

@@ -1,0 +1,105 @@
+"""How it fails: the failure modes of the held-out episodes, clean driving, a strip per mode."""
+
+from __future__ import annotations
+
+from writeup.collect import FAILURES_INDEX, failure_videos
+from writeup.commands import Commands, fill, produce
+from writeup.doc import Doc, is_number
+from writeup.sections.common import HELDOUT, image, join, table
+
+MODE_MEANINGS: dict[str, str] = {
+    "error": "the episode crashed",
+    "ended_by_contact": "a terminate-on-contact rule ended it",
+    "stuck_in_contact": "in contact for most of its steps, or pinned for a long unbroken run",
+    "never_saw_goal": "the beacon never showed in the camera image",
+    "approached_timed_out": "came close to the beacon, then ran out of steps",
+    "turning_in_place": "never committed to a direction: turned in place, or hardly moved",
+    "other": "saw the beacon, kept clear, drove, never came close",
+    "unclassified": "recorded before episodes were classified",
+}
+"""What each mode of `eval/failures.py` means, in words (its thresholds live there)."""
+
+NAMES = ("policy", "oracle")
+"""The rows of the counts: the trained policy and the privileged planner on the same episodes."""
+
+CLEAN_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("collision_free_success", "collision-free success"),
+    ("contact_episode_rate", "episodes with any contact"),
+    ("collisions_per_episode", "contact steps / episode"))
+
+
+def failures(doc: Doc, cmd: Commands) -> str:
+    if not doc.has(HELDOUT):
+        return join("## How it fails", fill(cmd.eval()))
+    names = [n for n in NAMES if isinstance(doc.value(HELDOUT, n), dict)]
+    return join(
+        "## How it fails",
+        "Evaluation classifies every failed episode from its trajectory, by the first rule "
+        "that matches, most physical cause first (`eval/failures.py`): a robot pinned against "
+        "a wall facing away from the beacon counts as stuck, not as a search failure. Counts "
+        "are over the held-out episodes of the table above.",
+        _modes(doc, cmd, names), _clean(doc, cmd, names), _strips(doc, cmd))
+
+
+def _modes(doc: Doc, cmd: Commands, names: list[str]) -> str:
+    modes: list[str] = []
+    for name in names:
+        modes += [m for m in doc.keys(HELDOUT, name, "failure_modes") if m not in modes]
+    if not modes:
+        return ("The summary holds no failure modes (it was written before evaluation "
+                f"classified failures). {fill(cmd.eval())}")
+    rows = [[f"`{mode}`", MODE_MEANINGS.get(mode, "")]
+            + [doc.num(HELDOUT, name, "failure_modes", mode, kind="int") for name in names]
+            for mode in modes]
+    rows.append(["episodes scored", ""]
+                + [doc.num(HELDOUT, name, "episodes", kind="int") for name in names])
+    return table(["failure mode", "meaning", *names], rows)
+
+
+def _clean(doc: Doc, cmd: Commands, names: list[str]) -> str:
+    rows = [[name, *(doc.ci(HELDOUT, name, key, kind="rate") for key, _ in CLEAN_COLUMNS)]
+            for name in names]
+    text = ("Driving clean: collision-free success counts an episode only when it reached the "
+            "goal without a single step in contact; the contact rate is the share of episodes "
+            "that touched an obstacle or wall at all (95 % bootstrap intervals).")
+    if all(doc.value(HELDOUT, n, "collision_free_success") is None for n in names):
+        return join(text, "The summary predates these metrics. " + fill(cmd.eval()))
+    return join(text, table(["policy", *(label for _, label in CLEAN_COLUMNS)], rows))
+
+
+def _strips(doc: Doc, cmd: Commands) -> str:
+    if not doc.has(FAILURES_INDEX):
+        return join("### Failure videos",
+                    "Frame strips of failed episodes come from the failure videos. "
+                    + produce(cmd.failures()))
+    index = FAILURES_INDEX
+    parts = ["### Failure videos",
+             f"`embodied video --failures` ran {doc.num(index, 'scanned_episodes', kind='int')} "
+             f"`{doc.text(index, 'split')}` episodes of `{doc.text(index, 'policy')}` "
+             f"(evaluation seed {doc.num(index, 'seed', kind='int')}), the same episodes as "
+             f"the evaluation with that seed, found "
+             f"{doc.num(index, 'failures_found', kind='int')} failed and rendered the first of "
+             f"each mode before any mode twice (index: `{index}`). Each strip shows frames "
+             "evenly spaced over one episode: the robot's camera, the top-down map (goal "
+             "ring, path so far) and the chase camera behind the robot."]
+    index_seed, summary_seed = doc.value(FAILURES_INDEX, "seed"), doc.value(HELDOUT, "seed")
+    if is_number(index_seed) and is_number(summary_seed) and index_seed != summary_seed:
+        parts.append(f"_These videos come from evaluation seed "
+                     f"{doc.num(FAILURES_INDEX, 'seed', kind='int')}, the counts above from "
+                     f"seed {doc.num(HELDOUT, 'seed', kind='int')}: different episodes. "
+                     f"{produce(cmd.failures())}_")
+    shown = failure_videos(doc.value(FAILURES_INDEX))
+    if not shown:
+        parts.append("No failed episode to show among those it ran.")
+    for i, video in shown:
+        mode = doc.text(FAILURES_INDEX, "videos", i, "failure_mode")
+        strip = image(doc, f"failure_{video['failure_mode']}", f"Failed episode: {mode}")
+        parts += [f"#### `{mode}`",
+                  f"Episode {doc.num(FAILURES_INDEX, 'videos', i, 'episode', kind='int')} "
+                  f"(reset seed {doc.text(FAILURES_INDEX, 'videos', i, 'seed')}, "
+                  f"{doc.num(FAILURES_INDEX, 'videos', i, 'steps', kind='int')} steps), "
+                  f"video `{doc.text(FAILURES_INDEX, 'videos', i, 'file')}`."
+                  + ("" if strip else " Its video did not decode; rerun "
+                     f"`{cmd.failures()}`."),
+                  strip]
+    return join(*parts)
