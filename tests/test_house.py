@@ -29,6 +29,7 @@ ALLOWED: dict[str, set[str]] = {
     "eval": {"envs", "policies", "rundir"},
     "training": {"envs", "policies", "eval", "writeup", "rundir"},
     "writeup": {"rundir"},
+    "embodied_cli": {"envs", "policies", "eval", "training", "writeup", "rundir"},
 }
 """What each room may import from the project besides itself; no room may import the CLI."""
 

@@ -36,6 +36,11 @@ CLUSTER_CORES = (16, 64, 256)
 TARGET_RATIO = 1.10
 
 
+def _load() -> float | None:
+    """1-minute load average: the machine is shared, and other work skews one phase."""
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
+
+
 def _project(trials: int, cores: int, cpus: int, trial_s: float, score_s: float,
              start_s: float) -> dict[str, Any]:
     """Wall-clock of `trials` equal trials on `cores`: waves of trials, then of scoring."""
@@ -64,6 +69,7 @@ def bench_sweep(out_dir: Path = Path(rundir.DEFAULT_BENCH_DIR), config: str = BE
     cores = os.cpu_count() or 1
     cpus = plan["max_cpus_per_trial"]
     sequential = []
+    loads = {"before_sequential": _load()}
     start = time.perf_counter()
     for cid, params, seed in trials:
         cfg = trial_config(plan["base"], params, seed, trial_cpus(
@@ -72,7 +78,9 @@ def bench_sweep(out_dir: Path = Path(rundir.DEFAULT_BENCH_DIR), config: str = BE
         train(cfg, root / "sequential" / name_of(cid, seed), argv=["bench", "sweep"], quiet=True)
         sequential.append(round(time.perf_counter() - t0, 2))
     sequential_s = time.perf_counter() - start
+    loads["before_sweep"] = _load()
     result = run_sweep(spec, root / "sweep", argv=["bench", "sweep"])
+    loads["after_sweep"] = _load()
     if result.interrupted:
         raise KeyboardInterrupt
     t = result.timings
@@ -94,6 +102,7 @@ def bench_sweep(out_dir: Path = Path(rundir.DEFAULT_BENCH_DIR), config: str = BE
                   "concurrent_trials": concurrent, "per_trial_s": round(trial_s, 1),
                   "folder": str(result.out)},
         "ratio": round(sweep_s / sequential_s, 3), "target_ratio": TARGET_RATIO,
+        "load_avg_1m": loads,
         "overhead_per_trial_s": round((sweep_s - sequential_s) / n, 2),
         "projection": {
             **PROJECTED, "trials": total,
@@ -120,6 +129,8 @@ def format_sweep(result: dict[str, Any]) -> str:
         f"  ratio sweep / sequential            {result['ratio']:>8.3f} "
         f"(target <= {result['target_ratio']:.2f}: {mark}); "
         f"{result['overhead_per_trial_s']:+.2f} s per trial",
+        "  1-min load before sequential / before sweep / after: " + " / ".join(
+            "n/a" if v is None else f"{v:.1f}" for v in result["load_avg_1m"].values()),
         f"Projected {p['seeds']}-seed x {p['configs']}-configuration sweep ({p['trials']} "
         "trials):"]
     for row in [p["here"], *p["clusters"]]:
