@@ -270,8 +270,12 @@ def _cmd_writeup(args: argparse.Namespace) -> int:
 
     if not Path(args.run_dir).is_dir():
         raise UserError(f"run directory {args.run_dir} does not exist")
+    if args.sweep is not None and not Path(args.sweep).is_dir():
+        raise UserError(f"sweep folder {args.sweep} does not exist; pass a folder that "
+                        "`embodied sweep` wrote")
     out = None if args.out is None else Path(args.out)  # None: <run>/writeup
-    files = write_writeup(Path(args.run_dir), Path(args.bench), out_dir=out)
+    sweep = None if args.sweep is None else Path(args.sweep)
+    files = write_writeup(Path(args.run_dir), Path(args.bench), out_dir=out, sweep_dir=sweep)
     for path in files.values():
         print(f"Wrote {path}")
     return 0

@@ -121,7 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=c._cmd_quickstart)
 
     p = sub.add_parser("writeup", help="generate the engineering notes from a run")
-    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("run_dir", metavar="RUN_DIR",
+                   help="a run directory, or a sweep folder (its notes describe a typical seed "
+                        "of the best configuration and add the statistics across seeds)")
+    p.add_argument("--sweep", metavar="SWEEP_DIR",
+                   help="a folder `embodied sweep` wrote: adds the Across seeds section")
     p.add_argument("--bench", default="runs/bench", help="folder with bench_*.json")
     p.add_argument("--out", help="output folder (default: RUN_DIR/writeup); the committed "
                    "notes are rebuilt only with --out writeup")

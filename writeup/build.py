@@ -1,6 +1,6 @@
 """`embodied writeup`: engineering notes from a run directory and the benchmark JSON files.
 
-    data = collect(run_dir, bench_dir)          # files -> one dict (nothing is imported)
+    data = collect(run_dir, bench_dir, sweep_dir)  # files -> one dict (nothing imported)
     figures = make_figures(data, out/"figures")  # PNGs (and the GIF) the data supports
     data = with_figures(data, figures, out)
     markdown = render_markdown(data)            # pure
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import rundir
-from writeup.collect import DEFAULT_BENCH_DIR, collect
+from writeup.collect import DEFAULT_BENCH_DIR, collect, sweep_run
 from writeup.commands import Commands
 from writeup.doc import Doc, Printed
 from writeup.figures import make_figures
@@ -100,8 +100,14 @@ def tracked_files(folder: str | os.PathLike[str]) -> list[str]:
 
 def write_writeup(run_dir: str | os.PathLike[str],
                   bench_dir: str | os.PathLike[str] = DEFAULT_BENCH_DIR,
-                  out_dir: str | os.PathLike[str] | None = None) -> dict[str, Path]:
+                  out_dir: str | os.PathLike[str] | None = None,
+                  sweep_dir: str | os.PathLike[str] | None = None) -> dict[str, Path]:
     """Write `ENGINEERING_NOTES.md`, `index.html` and `figures/*` into `out_dir`.
+
+    `sweep_dir`, a folder `embodied sweep` wrote, adds its statistics across seeds. A
+    `run_dir` that is itself a sweep folder (it holds sweep.json) is taken as `sweep_dir`, and
+    the run the other sections describe is `writeup.collect.sweep_run`'s trial of it (a
+    typical seed of the best configuration); the notes then go to `<sweep folder>/writeup`.
 
     `out_dir` None means `default_out_dir(run_dir)`; that default is refused where it holds
     files tracked by git, since a rebuild replaces the notes and deletes stale figures (naming
@@ -114,12 +120,15 @@ def write_writeup(run_dir: str | os.PathLike[str],
         {"markdown": path, "html": path, <figure name>: path, ...}.
 
     Raises:
-        FileNotFoundError: `run_dir` is not a directory.
-        rundir.RunFileError: `run_dir` holds none of a run's files.
+        FileNotFoundError: `run_dir` or `sweep_dir` is not a directory.
+        rundir.RunFileError: `run_dir` holds none of a run's files; `sweep_dir` no sweep.json.
         ValueError: `out_dir` is None and the default folder holds files tracked by git.
     """
+    home = run_dir  # the folder whose writeup/ is the default output
+    if sweep_dir is None and (Path(run_dir) / rundir.SWEEP_FILE).is_file():
+        sweep_dir, run_dir = run_dir, sweep_run(run_dir)
     if out_dir is None:
-        out = default_out_dir(run_dir)
+        out = default_out_dir(home)
         tracked = tracked_files(out)
         if tracked:
             raise ValueError(f"{out} holds files tracked by git ({tracked[0]}, ...) that the notes "
@@ -127,7 +136,7 @@ def write_writeup(run_dir: str | os.PathLike[str],
                              "another --out")
     else:
         out = Path(out_dir)
-    data = collect(run_dir, bench_dir)
+    data = collect(run_dir, bench_dir, sweep_dir)
     figures = make_figures(data, out / FIGURES_DIR)
     data = with_figures(data, figures, out)
     markdown = render_markdown(data)

@@ -16,6 +16,12 @@ and in the benchmark folder: bench_env.json, bench_train.json, bench_learn.json,
 bench_infer.json, bench_loop.json. A file that is absent is listed under `missing`; one that
 cannot be parsed under `errors`; neither stops the notes from being written. A folder that
 holds none of the run's files is refused: there is nothing to write up.
+
+Two inputs are optional extras, read when present but never listed as missing, since each
+costs many training runs: bench_sweep.json (`embodied bench sweep`, Ray's overhead and the
+projected cost of a sweep) and a sweep folder (`embodied sweep`): its sweep.json under the
+name `sweep.json`, and its two plots, sweep_curves.png and sweep_final.png. Their sections
+name the command that produces them.
 """
 
 from __future__ import annotations
@@ -53,6 +59,12 @@ RUN_FILES = (
 BENCH_KINDS = ("env", "train", "learn", "infer", "loop")
 """The benchmarks the notes report (of `rundir.BENCH_KINDS`)."""
 BENCH_FILES = tuple(rundir.bench_file(kind) for kind in BENCH_KINDS)
+SWEEP_BENCH = rundir.bench_file("sweep")
+"""`embodied bench sweep`'s result: an optional input (see the module docstring)."""
+SEEDS = rundir.SWEEP_FILE
+"""The name a sweep folder's sweep.json is collected under."""
+SEEDS_MEDIA = {"seeds_curves": rundir.SWEEP_CURVES_FIGURE, "seeds_final": rundir.SWEEP_FINAL_FIGURE}
+"""Media key -> the sweep folder's plot (learning curves per seed, final test success)."""
 MONITOR_PATTERN = rundir.MONITOR_PATTERN
 VIDEO_GIF = rundir.video_file("policy", ".gif")
 VIDEO_MP4 = rundir.video_file("policy")
@@ -204,20 +216,76 @@ def _monitor(run: Path, errors: dict[str, str],
     return monitor
 
 
+def _statistic(config: Any, key: str) -> float:
+    """A configuration's test-success statistic in sweep.json (-inf where it has none)."""
+    agg = config.get("success_rate") if isinstance(config, Mapping) else None
+    value = agg.get(key) if isinstance(agg, Mapping) else None
+    return float(value) if isinstance(value, (int, float)) else float("-inf")
+
+
+def sweep_run(sweep_dir: str | os.PathLike[str]) -> Path:
+    """The trial of a sweep folder that stands for the sweep in the rest of the notes: a
+    typical seed of the best configuration, not its luckiest one.
+
+    The configuration with the highest interquartile mean of test success (the first on a
+    tie), and of its scored seeds the one at the lower median of test success; a sweep with
+    no scored trial gives its first trial that has a run directory.
+
+    Raises:
+        rundir.RunFileError: no sweep.json, or no trial's run directory exists.
+    """
+    folder = Path(sweep_dir)
+    report = rundir.read_json(folder / rundir.SWEEP_FILE)
+    report = report if isinstance(report, Mapping) else {}
+    trials = [t for t in report.get("trials") or [] if isinstance(t, Mapping)
+              and isinstance(t.get("run_dir"), str) and (folder / t["run_dir"]).is_dir()]
+    if not trials:
+        raise rundir.RunFileError(
+            f"{folder / rundir.SWEEP_FILE} names no trial whose run directory exists; pass a "
+            "run directory as RUN_DIR and this folder as --sweep")
+    configs = [c for c in report.get("configs") or [] if isinstance(c, Mapping)]
+    best = max(configs, key=lambda c: _statistic(c, "iqm"), default={})
+
+    def test(t: Mapping[str, Any]) -> float | None:
+        score = t.get("test")
+        score = score.get("success_rate") if isinstance(score, Mapping) else None
+        return float(score) if isinstance(score, (int, float)) else None
+
+    scored = sorted((t for t in trials if t.get("config_id") == best.get("config_id")
+                     and test(t) is not None), key=lambda t: (test(t), t.get("seed", 0)))
+    chosen = scored[(len(scored) - 1) // 2] if scored else trials[0]
+    return folder / chosen["run_dir"]
+
+
+def _sweep(sweep_dir: Path, files: dict[str, Any], sources: dict[str, str],
+           errors: dict[str, str]) -> dict[str, str | None]:
+    """Load a sweep folder's sweep.json (required once a folder is named) and its plots."""
+    if not (sweep_dir / rundir.SWEEP_FILE).is_file():
+        raise rundir.RunFileError(
+            f"{sweep_dir} holds no {rundir.SWEEP_FILE}; pass a folder that `embodied sweep` "
+            f"finished, or continue it with `embodied sweep --resume {sweep_dir}`")
+    _load(files, sources, [], errors, SEEDS, sweep_dir / rundir.SWEEP_FILE)
+    return {key: str((sweep_dir / name).resolve()) if (sweep_dir / name).is_file() else None
+            for key, name in SEEDS_MEDIA.items()}
+
+
 def collect(run_dir: str | os.PathLike[str],
-            bench_dir: str | os.PathLike[str] = DEFAULT_BENCH_DIR) -> dict[str, Any]:
-    """Every artifact of `run_dir` and `bench_dir` that exists, parsed.
+            bench_dir: str | os.PathLike[str] = DEFAULT_BENCH_DIR,
+            sweep_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Every artifact of `run_dir`, `bench_dir` and the sweep folder `sweep_dir` (None: no
+    sweep) that exists, parsed.
 
     Returns a dict with `run_dir` and `bench_dir` (as given), `files` ({name: parsed content};
     run files by their path inside the run, benchmark files by file name), `sources` ({name:
     absolute path}), `missing` and `errors` (names), `skipped` ({monitor file: lines it could
-    not read}), `monitor` ({file stem: episodes}), `media` (paths of the GIF, MP4, sweep PNGs
-    and latency PNG, or None) and empty `figures` / `figure_files` that
-    `writeup.build.with_figures` fills.
+    not read}), `monitor` ({file stem: episodes}), `media` (paths of the GIF, MP4, sweep PNGs,
+    latency PNG and the sweep folder's two plots, or None), `sweep_dir` (as given, or None)
+    and empty `figures` / `figure_files` that `writeup.build.with_figures` fills.
 
     Raises:
-        FileNotFoundError: `run_dir` is not a directory.
-        rundir.RunFileError: `run_dir` holds none of a run's files.
+        FileNotFoundError: `run_dir` or `sweep_dir` is not a directory.
+        rundir.RunFileError: `run_dir` holds none of a run's files, or `sweep_dir` no
+            sweep.json.
     """
     run = Path(run_dir)
     if not run.is_dir():
@@ -245,8 +313,15 @@ def collect(run_dir: str | os.PathLike[str],
             "nothing to write up; pass a run directory that `embodied train` wrote")
     for name in BENCH_FILES:
         _load(files, sources, missing, errors, name, bench / name)
+    _load(files, sources, [], errors, SWEEP_BENCH, bench / SWEEP_BENCH)  # optional
+    if sweep_dir is not None:
+        if not Path(sweep_dir).is_dir():
+            raise FileNotFoundError(f"sweep folder {sweep_dir} does not exist; run "
+                                    "`embodied sweep` or pass the folder it wrote")
+        media.update(_sweep(Path(sweep_dir), files, sources, errors))
     if not monitor:
         missing.append(MONITOR_PATTERN)
-    return {"run_dir": str(run_dir), "bench_dir": str(bench_dir), "files": files,
+    return {"run_dir": str(run_dir), "bench_dir": str(bench_dir),
+            "sweep_dir": None if sweep_dir is None else str(sweep_dir), "files": files,
             "sources": sources, "missing": missing, "errors": errors, "skipped": skipped,
             "monitor": monitor, "media": media, "figures": {}, "figure_files": {}}

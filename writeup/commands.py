@@ -13,6 +13,8 @@ from writeup.collect import (
     DEFAULT_BENCH_DIR,
     FAILURES_INDEX,
     HELDOUT_SUMMARY,
+    SEEDS,
+    SWEEP_BENCH,
     SWEEP_PREFIX,
 )
 
@@ -48,6 +50,8 @@ class Commands:
 
     def __init__(self, data: Mapping[str, Any]):
         self.run = _q(str(data.get("run_dir", "RUN_DIR")))
+        sweep = data.get("sweep_dir")
+        self.sweep_dir = None if sweep is None else _q(str(sweep))
         bench = str(data.get("bench_dir", DEFAULT_BENCH_DIR))
         self.bench = bench
         self._bench_out = "" if _same_dir(bench, DEFAULT_BENCH_DIR) else f" --out {_q(bench)}"
@@ -65,6 +69,12 @@ class Commands:
 
     def sweep(self) -> str:
         return f"embodied eval {self.run} --sweep strength=0,0.5,1,1.5,2"
+
+    def seeds(self) -> tuple[str, str]:
+        """A sweep over training seeds, and these notes rebuilt with it."""
+        folder = self.sweep_dir or "runs/sweep"
+        return (f"embodied sweep --config default --seeds 5 --out {folder}",
+                self.writeup(sweep=folder))
 
     def video(self) -> str:
         return f"embodied video {self.run}"
@@ -85,8 +95,11 @@ class Commands:
         target = f" {self.run}" if kind in ("infer", "loop") else ""
         return f"embodied bench {kind}{target}{self._bench_out}"
 
-    def writeup(self) -> str:
+    def writeup(self, sweep: str | None = None) -> str:
+        """The notes' own command; `sweep` (already quoted) names a sweep folder to add."""
         bench = "" if _same_dir(self.bench, DEFAULT_BENCH_DIR) else f" --bench {_q(self.bench)}"
+        sweep = sweep or self.sweep_dir
+        bench += "" if sweep is None else f" --sweep {sweep}"
         if self.out is None:
             return f"embodied writeup {self.run}{bench}"
         return f"embodied writeup {self.run}{bench} --out {_q(self.out)}"
@@ -98,6 +111,7 @@ class Commands:
                   ("held-out evaluation with baselines and robustness sweeps",
                    self._eval_lines()),
                   ("video, export and the deployment loop", self._use_lines()),
+                  ("the sweep across seeds (from sweep.json)", self._sweep_lines()),
                   ("benchmarks", self._bench_lines()),
                   ("these notes", [self.writeup()])]
         return [(comment, lines) for comment, lines in groups if lines]
@@ -140,6 +154,10 @@ class Commands:
                                                  ("duration", deploy.get("duration_s"))))
         return lines
 
+    def _sweep_lines(self) -> list[str]:
+        command = _mapping(self.files.get(SEEDS)).get("command")
+        return [command] if isinstance(command, str) and command else []
+
     def _bench_lines(self) -> list[str]:
         f = {kind: _mapping(self.files.get(rundir.bench_file(kind))) for kind in BENCH_KINDS}
         lines = []
@@ -164,6 +182,8 @@ class Commands:
             busy = any(r.get("load") not in (None, "idle") for r in rows)
             lines.append(self.bench_cmd("loop") + options(("ticks", f["loop"].get("ticks")))
                          + ("" if busy else " --no-busy"))
+        if self.files.get(SWEEP_BENCH):
+            lines.append(self.bench_cmd("sweep"))
         return lines
 
 

@@ -40,6 +40,8 @@ FILENAMES = {
     "frame_strip": "frame_strip.png",
     "video_gif": VIDEO_GIF,
     "deploy_latency": "deploy_latency.png",
+    "seeds_curves": "seeds_curves.png",
+    "seeds_final": "seeds_final.png",
 }
 """Figure name -> file name; sweeps are `sweep_<factor>` -> `sweep_<factor>.png`, failure
 strips `failure_<mode>` -> `failure_<mode>.png`."""
@@ -216,7 +218,7 @@ def make_figures(data: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> di
     """Write every figure the data supports into `out_dir`; {figure name: path}.
 
     Names: architecture (always), learning_curves, learning_by_method, frame_strip,
-    video_gif, failure_<mode>, sweep_<factor>, deploy_latency.
+    video_gif, failure_<mode>, sweep_<factor>, deploy_latency, seeds_curves, seeds_final.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -244,4 +246,7 @@ def make_figures(data: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> di
         made[f"sweep_{factor}"] = _copy(png, out / f"sweep_{factor}.png")
     if media.get("deploy_png"):
         made["deploy_latency"] = _copy(media["deploy_png"], out / FILENAMES["deploy_latency"])
+    for name in ("seeds_curves", "seeds_final"):  # the sweep folder's plots, as drawn there
+        if media.get(name):
+            made[name] = _copy(media[name], out / FILENAMES[name])
     return made

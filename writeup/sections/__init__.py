@@ -23,6 +23,8 @@ from writeup.sections.limits import limits
 from writeup.sections.performance import performance
 from writeup.sections.reproduce import reproduce
 from writeup.sections.robustness import robustness
+from writeup.sections.scaling import scaling_out
+from writeup.sections.seeds import across_seeds
 from writeup.sections.summary import summary
 from writeup.sections.video import video
 
@@ -31,5 +33,5 @@ Section = Callable[[Doc, Commands], str]
 
 SECTIONS: tuple[Section, ...] = (
     header, summary, architecture_section, decisions, environment, learning, evaluation,
-    failures, robustness, video, performance, limits, reproduce)
+    across_seeds, failures, robustness, video, performance, scaling_out, limits, reproduce)
 """The notes, top to bottom."""

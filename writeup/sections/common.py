@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import rundir
-from writeup.collect import BENCH_KINDS, HELDOUT_SUMMARY
+from writeup.collect import BENCH_KINDS, HELDOUT_SUMMARY, SEEDS, SWEEP_BENCH
 from writeup.doc import Doc, is_number
 
 CONFIG = rundir.CONFIG_FILE
@@ -17,6 +17,8 @@ HELDOUT = HELDOUT_SUMMARY
 PARITY = rundir.PARITY_FILE
 DEPLOY = rundir.DEPLOY_REPORT_FILE
 B_ENV, B_TRAIN, B_LEARN, B_INFER, B_LOOP = (rundir.bench_file(kind) for kind in BENCH_KINDS)
+B_SWEEP = SWEEP_BENCH
+SWEEP = SEEDS
 """Short names of the artifacts the sections print from (keys of the collected `files`)."""
 
 
