@@ -182,7 +182,8 @@ class TrainConfig:
             raise ConfigError("eval.every_timesteps: must be >= 0")
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set `a.b.c` in nested dicts (overrides and sweep grids); values stay as typed."""
     keys = dotted.split(".")
     node = data
     for key in keys[:-1]:
@@ -253,7 +254,7 @@ def load_config(name_or_path: str | None = "default", overrides: list[str] | Non
         data = {}
     data = _continuous_at_top(_frame_stack_in_env(data))
     for key, value in parse_overrides(overrides or []):
-        _set_dotted(data, {"frame_stack": FRAME_STACK_KEY,
+        set_dotted(data, {"frame_stack": FRAME_STACK_KEY,
                            f"env.{CONTINUOUS_KEY}": CONTINUOUS_KEY}.get(key, key), value)
     return config_from_dict(data)
 

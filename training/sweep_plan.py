@@ -21,7 +21,7 @@ import yaml
 
 import rundir
 from envs.config import ConfigError, to_dict
-from training.config import TrainConfig, load_config
+from training.config import TrainConfig, load_config, set_dotted
 
 PLAN_FILE = rundir.SWEEP_PLAN_FILE
 TRIALS_DIR = rundir.SWEEP_TRIALS_DIR
@@ -161,17 +161,6 @@ class SweepSpec:
     """Seeds random and Optuna search, so a sweep draws the same configurations again."""
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    """Set `a.b.c` in nested dicts; values stay as typed (no YAML round trip of 1e-05)."""
-    keys = dotted.split(".")
-    node = data
-    for key in keys[:-1]:
-        node = node.setdefault(key, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"{dotted}: {key} is not a section")
-    node[keys[-1]] = value
-
-
 def _scalar(text: str) -> Any:
     """A YAML value, with `5e-4` read as the number YAML 1.1 leaves as a string."""
     value = yaml.safe_load(text)
@@ -196,7 +185,7 @@ def trial_config(base: dict[str, Any], params: dict[str, Any], seed: int,
     capped at the trial's `cpus` so a trial never uses more cores than it asked for."""
     data = copy.deepcopy(base)
     for key, value in {**params, "seed": int(seed)}.items():
-        _set_dotted(data, key, value)
+        set_dotted(data, key, value)
     cfg = load_config(None, [], base=data)
     if cpus is None:
         return cfg

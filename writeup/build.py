@@ -19,7 +19,6 @@ source file.
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from writeup.html import render_html
 from writeup.sections import SECTIONS
 
 __all__ = ["collect", "default_out_dir", "make_figures", "numbers", "printed", "render_html",
-           "render_markdown", "tracked_files", "with_figures", "write_writeup"]
+           "render_markdown", "with_figures", "write_writeup"]
 
 MARKDOWN_NAME = "ENGINEERING_NOTES.md"
 HTML_NAME = "index.html"
@@ -85,19 +84,6 @@ def default_out_dir(run_dir: str | os.PathLike[str]) -> Path:
     return Path(run_dir) / rundir.WRITEUP_DIR
 
 
-def tracked_files(folder: str | os.PathLike[str]) -> list[str]:
-    """Files under `folder` that git tracks ([] outside a git checkout or without git)."""
-    folder = Path(folder).resolve()
-    if not folder.is_dir():
-        return []
-    try:
-        out = subprocess.run(["git", "-C", str(folder), "ls-files", "--", "."],
-                             capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return out.stdout.splitlines() if out.returncode == 0 else []
-
-
 def write_writeup(run_dir: str | os.PathLike[str],
                   bench_dir: str | os.PathLike[str] = DEFAULT_BENCH_DIR,
                   out_dir: str | os.PathLike[str] | None = None,
@@ -129,7 +115,7 @@ def write_writeup(run_dir: str | os.PathLike[str],
         sweep_dir, run_dir = run_dir, sweep_run(run_dir)
     if out_dir is None:
         out = default_out_dir(home)
-        tracked = tracked_files(out)
+        tracked = rundir.tracked_files(out)
         if tracked:
             raise ValueError(f"{out} holds files tracked by git ({tracked[0]}, ...) that the notes "
                              f"would replace; pass --out {out} to overwrite them on purpose, or "
