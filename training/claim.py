@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from pathlib import Path
 
 import rundir
@@ -23,12 +24,18 @@ class RunDirInUse(ValueError):
     """The run directory is being written by another process, or a fresh run found it full."""
 
 
-def _holder(lock: Path) -> str:
-    """Who holds the lock, as the holder wrote it (best effort: the file may be mid-write)."""
-    with contextlib.suppress(OSError, ValueError):
-        info = json.loads(lock.read_text())
-        return f"process {int(info['pid'])} (started {info.get('started', '?')})"
-    return "another process"
+def _holder(lock: Path, wait_s: float = 1.0) -> str:
+    """Who holds the lock, as the holder wrote it. The holder writes its record just after it
+    takes the lock, so a loser of a simultaneous start may look before it is there: look again
+    for up to `wait_s` before naming no one."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            info = json.loads(lock.read_text())
+            return f"process {int(info['pid'])} (started {info.get('started', '?')})"
+        if time.monotonic() >= deadline:
+            return "another process"
+        time.sleep(0.02)
 
 
 class RunClaim:
