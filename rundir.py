@@ -141,6 +141,7 @@ SEED_OFFSETS: dict[str, int] = {
     "eval_base": 1_000_000_000,
     "eval_seed_stride": 100_000,
     "random_agent_stride": 7_919,
+    "deploy_base": 8_000_000,
 }
 """Every offset added to a user's seed, in one table so that no two random streams overlap.
 
@@ -150,6 +151,7 @@ seed + k * offset. `ppo_resume`: a resumed PPO run reseeds with seed + offset * 
 `eval_base`, `eval_seed_stride`: evaluation episode k of evaluation seed s resets with
 eval_base + s * stride + k, far above any training env seed. `random_agent_stride`: the
 random baseline's action stream in an episode is seeded with seed * stride + the layout seed.
+`deploy_base`: deployment episode i of `embodied deploy` resets with deploy_base + i.
 """
 
 

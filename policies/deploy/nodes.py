@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+import rundir
 from envs.config import EnvConfig
 from envs.nav_env import DISCRETE_ACTIONS, CameraNavEnv
 from envs.wrappers import FrameStack
@@ -67,7 +68,7 @@ EPISODE_QOS = QoSProfile(depth=5)
 RECORD_QOS = QoSProfile(depth=100)
 """The bag's subscriptions: deep enough never to drop within one executor pass."""
 
-DEPLOY_SEED = 8_000_000
+DEPLOY_SEED = rundir.SEED_OFFSETS["deploy_base"]
 """Reset seed of the first deployment episode (episode i uses DEPLOY_SEED + i)."""
 
 
