@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import distance_transform_edt
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import dijkstra
 
@@ -112,12 +113,26 @@ def _move_masks(free: np.ndarray) -> list[tuple[int, int, float, np.ndarray]]:
     return masks
 
 
-def distance_field(grid: Grid, goal_xy: np.ndarray) -> np.ndarray:
+def clearance_cost(grid: Grid, clearance_m: float, weight: float = 4.0) -> np.ndarray:
+    """Per-cell travel cost factor that makes paths keep `clearance_m` from obstacles.
+
+    1 where a cell's centre is at least `clearance_m` beyond the robot-radius inflation
+    (Euclidean distance transform of the free cells), rising to `1 + weight` at the inflated
+    obstacle's edge: a path pays to graze an obstacle but may still squeeze through a gap."""
+    clear = distance_transform_edt(grid.free) * grid.resolution_m - 0.5 * grid.resolution_m
+    shortfall = np.clip(1.0 - clear / clearance_m, 0.0, 1.0) if clearance_m > 0 else 0.0
+    return 1.0 + weight * shortfall
+
+
+def distance_field(grid: Grid, goal_xy: np.ndarray,
+                   cell_cost: np.ndarray | None = None) -> np.ndarray:
     """Geodesic distance (m) from every free cell to the goal; inf where unreachable.
 
     Dijkstra over the 16-neighbour move graph (scipy), from a virtual source joined to the
     goal's cell by the goal's offset within it, so each distance sums in the order a
-    cell-by-cell relaxation from the goal would."""
+    cell-by-cell relaxation from the goal would. With `cell_cost` (see `clearance_cost`) a
+    move costs its length times the mean factor of its two end cells: the field is then a
+    travel cost, not a distance."""
     n = grid.n
     gi, gj = grid.cell(goal_xy)
     offset = float(np.hypot(*(grid.centre(gi, gj) - goal_xy)))
@@ -127,7 +142,12 @@ def distance_field(grid: Grid, goal_xy: np.ndarray) -> np.ndarray:
         here = cells[ok]  # a move (dy, dx) is allowed from cell i to i + (dy, dx) where ok
         dst.append(here)
         src.append(here + dy * n + dx)
-        weight.append(np.full(here.size, cost * grid.resolution_m))
+        if cell_cost is None:
+            weight.append(np.full(here.size, cost * grid.resolution_m))
+        else:
+            flat = cell_cost.ravel()
+            mean = 0.5 * (flat[here] + flat[here + dy * n + dx])
+            weight.append(mean * (cost * grid.resolution_m))
     graph = csr_matrix((np.concatenate(weight), (np.concatenate(src), np.concatenate(dst))),
                        shape=(n * n + 1, n * n + 1))
     dist = dijkstra(graph, directed=True, indices=n * n)

@@ -290,8 +290,14 @@ class CameraNavEnv(gym.Env):
                             (0.0, 0.0, w), physicsClientId=cid)
         p.stepSimulation(physicsClientId=cid)
         collided = bool(p.getContactPoints(bodyA=robot, physicsClientId=cid))
-        # keep the base planar: contacts may tip it or lift it by a hair
-        self._set_pose(*self._read_pose())
+        (x, y, z), (qx, qy, qz, qw) = p.getBasePositionAndOrientation(robot,
+                                                                     physicsClientId=cid)
+        yaw = math.atan2(2.0 * (qw * qz + qx * qy), 1.0 - 2.0 * (qy * qy + qz * qz))
+        if collided or qx or qy or z != ROBOT_Z_M:
+            # keep the base planar: contacts may tip it or lift it by a hair
+            self._set_pose(x, y, yaw)
+        else:
+            self._x, self._y, self._heading = x, y, yaw
         return collided
 
     def _geodesic_at(self, x: float, y: float) -> float:

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from envs.grid import Grid, distance_field, next_waypoint
+from envs.grid import Grid, clearance_cost, distance_field, next_waypoint
 
 
 def heading_error(pose: np.ndarray, target_xy: np.ndarray) -> float:
@@ -59,11 +59,19 @@ class Oracle:
     the current state only: a teacher that remembers having seen the goal labels the same
     goal-less image "left" early in an episode and "right" later, and a student trained on both
     dithers between them. The plain oracle is the upper reference.
+
+    With `clearance_m > 0` it plans on a travel cost that rises near obstacles and walls
+    (`envs.grid.clearance_cost`), so its paths keep that margin wherever the layout allows:
+    a teacher for a student whose imitation is a little off, which then drives down the middle
+    instead of learning to graze. Where a robot already sits close to an obstacle, the cost's
+    slope points away from it, so the label leads out of the contact.
     """
 
     def __init__(self, continuous: bool = False, lookahead_m: float = 0.45,
-                 camera_aware: bool = False, fov_margin: float = 0.8):
+                 camera_aware: bool = False, fov_margin: float = 0.8,
+                 clearance_m: float = 0.0):
         self.continuous = continuous
+        self.clearance_m = clearance_m
         self.lookahead_m = lookahead_m
         self.camera_aware = camera_aware
         self.fov_margin = fov_margin
@@ -82,14 +90,19 @@ class Oracle:
         # contacts), unless that closes every path.
         safe = Grid(_erode(free), grid.half_size_m, grid.resolution_m)
         safe.free[safe.cell(goal)] = True
-        field = distance_field(safe, goal)
+        field = self._field(safe, goal)
         start = np.asarray(info["pose"], dtype=float)[:2]
         if not np.isfinite(field[safe.cell(start)]):
-            safe, field = grid, distance_field(grid, goal)
+            safe, field = grid, self._field(grid, goal)
         self.grid, self.field = safe, field
         fov = info.get("scene", {}).get("camera_fov_deg")
         if fov is not None:
             self.half_fov_rad = math.radians(fov) / 2 * self.fov_margin
+
+    def _field(self, grid: Grid, goal: np.ndarray) -> np.ndarray:
+        if self.clearance_m <= 0:
+            return distance_field(grid, goal)
+        return distance_field(grid, goal, clearance_cost(grid, self.clearance_m))
 
     def act(self, info: dict):
         if self.grid is None:

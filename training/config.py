@@ -65,6 +65,9 @@ class DistillConfig:
 
     teacher: str = "oracle"
     """oracle (the privileged grid planner) or ppo (PPO on privileged state, no rendering)."""
+    teacher_clearance_m: float = 0.0
+    """Margin (m) the oracle teacher's paths keep from obstacles and walls where the layout
+    allows (`envs.grid.clearance_cost`); 0 plans the shortest path, as the oracle reference."""
     teacher_timesteps: int = 150_000
     """Environment steps for a PPO teacher."""
     total_timesteps: int = 120_000
@@ -145,6 +148,9 @@ class TrainConfig:
             raise ConfigError(f"method: unknown method {self.method!r}; use one of {METHODS}")
         if self.distill.teacher not in ("oracle", "ppo"):
             raise ConfigError(f"distill.teacher: {self.distill.teacher!r}; use oracle or ppo")
+        if not 0.0 <= self.distill.teacher_clearance_m <= 1.0:
+            raise ConfigError(f"distill.teacher_clearance_m: {self.distill.teacher_clearance_m}"
+                              " is outside [0, 1] m; a margin of about 0.2 m suits the arena")
         if self.vec_env not in ("subproc", "dummy"):
             raise ConfigError(f"vec_env: {self.vec_env!r}; use subproc or dummy")
         if self.device not in ("auto", "cpu", "cuda"):

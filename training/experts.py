@@ -49,11 +49,13 @@ class MLPTeacher:
 class ExpertLabel(gym.Wrapper):
     """Adds `info["expert_action"]`: the teacher's action for the observation just returned."""
 
-    def __init__(self, env: gym.Env, teacher: str, mlp: MLPTeacher | None = None):
+    def __init__(self, env: gym.Env, teacher: str, mlp: MLPTeacher | None = None,
+                 clearance_m: float = 0.0):
         super().__init__(env)
         self.teacher = teacher
         self.mlp = mlp
-        self.oracle = Oracle(continuous=env.unwrapped.continuous, camera_aware=True)
+        self.oracle = Oracle(continuous=env.unwrapped.continuous, camera_aware=True,
+                             clearance_m=clearance_m)
 
     def _label(self, info: dict):
         if self.teacher == "oracle":

@@ -26,8 +26,14 @@ from training.sweep_plan import trial_dir
 SWEEP_FILE = rundir.SWEEP_FILE
 TEST_SPLIT = "heldout"
 TEST_KEYS = ("success_rate", "spl", "soft_spl", "success_rate_ci95", "spl_ci95", "episodes",
-             "errors", "collisions_per_episode")
-METRICS = (("success_rate", "success"), ("spl", "SPL"))
+             "errors", "collisions_per_episode", "collision_free_success",
+             "contact_episode_rate", "failure_modes")
+METRICS = (("success_rate", "success"), ("spl", "SPL"),
+           ("collision_free_success", "collision-free success"),
+           ("contact_episode_rate", "episodes with contact"))
+ORACLE_KEYS = ("success_rate", "spl", "collision_free_success", "contact_episode_rate")
+"""The oracle's scores on the same test episodes, the reference each configuration is read
+against (SPL as a fraction of the oracle's, contact beside the planner's)."""
 
 
 def _checkpoint(run_dir: Path) -> Path | None:
@@ -61,15 +67,29 @@ def score_run(run_dir: str, episodes: int, seed: int = TEST_SEED) -> dict[str, A
     return {**scores, "checkpoint": str(target.relative_to(run)), "seed": seed}
 
 
+def score_oracle(run_dir: str, episodes: int, seed: int = TEST_SEED) -> dict[str, Any] | None:
+    """The oracle's scores on the test episodes of `run_dir`'s env (None without a checkpoint)."""
+    from eval.report import evaluate_all
+
+    target = _checkpoint(Path(run_dir))
+    if target is None:
+        return None
+    summary = evaluate_all(target, split=TEST_SPLIT, episodes=episodes, seed=seed,
+                           policies=("oracle",), progress=False)
+    return {k: summary["oracle"].get(k) for k in ORACLE_KEYS}
+
+
 def score_trials(out: Path, trials: list[dict[str, Any]], episodes: int
-                 ) -> list[dict[str, Any] | None]:
-    """`score_run` of every trial, as parallel Ray tasks of one CPU each."""
+                 ) -> tuple[list[dict[str, Any] | None], dict[str, Any] | None]:
+    """`score_run` of every trial, and `score_oracle` once on the first trial's env, as
+    parallel Ray tasks of one CPU each."""
     import ray
 
     task = ray.remote(num_cpus=1)(score_run)
-    refs = [task.remote(str(trial_dir(out, t["config_id"], t["seed"])), episodes)
-            for t in trials]
-    return ray.get(refs)
+    dirs = [str(trial_dir(out, t["config_id"], t["seed"])) for t in trials]
+    refs = [task.remote(d, episodes) for d in dirs]
+    oracle = ray.remote(num_cpus=1)(score_oracle).remote(dirs[0], episodes) if dirs else None
+    return ray.get(refs), (ray.get(oracle) if oracle is not None else None)
 
 
 def _curve(run_dir: Path) -> list[dict[str, Any]]:
@@ -150,7 +170,7 @@ def build(out: Path, plan: dict[str, Any], outcomes: list[dict[str, Any]],
     episodes = int(spec["test_episodes"])
     echo(f"\nScoring {len(outcomes)} trials on {episodes} {TEST_SPLIT} test episodes ...",
          flush=True)
-    tests = score_trials(out, outcomes, episodes)
+    tests, oracle = score_trials(out, outcomes, episodes)
     trials = sorted((_trial_row(out, t, s) for t, s in zip(outcomes, tests)),
                     key=lambda t: (t["config_id"], t["seed"]))
     order = [c["config_id"] for c in plan["configurations"]] or \
@@ -171,7 +191,8 @@ def build(out: Path, plan: dict[str, Any], outcomes: list[dict[str, Any]],
         "validation": {"split": plan["base"]["eval"]["split"],
                        "episodes": plan["base"]["eval"]["episodes"],
                        "every_timesteps": plan["eval_every_timesteps"]},
-        "test": {"split": TEST_SPLIT, "seed": TEST_SEED, "episodes": episodes},
+        "test": {"split": TEST_SPLIT, "seed": TEST_SEED, "episodes": episodes,
+                 "oracle": oracle},
         "max_timesteps": plan["max_timesteps"],
         "trials": trials, "configs": configs,
         "probability_of_improvement": {"metric": "success_rate",
