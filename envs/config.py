@@ -198,6 +198,11 @@ class EnvConfig:
     """Occupancy grid cell size for the planner and geodesic distances."""
     split: str = "train"
     """Appearance/layout split: train or heldout."""
+    world_build: str = "fast"
+    """How the world is built for the renderer and the solver (`envs.scene.Geometry`): fast
+    (quads and tiles, the robot hidden from its own camera, sphere contact) or first-release
+    (thick boxes, PyBullet cylinders, the robot drawn in every frame). Same colours, sizes
+    and contact footprint; the first release's build renders about 0.8x as fast."""
     strength: float = 1.0
     """Randomization strength: 0 none, 1 training default, >1 harsher."""
     observation: ObservationConfig = field(default_factory=ObservationConfig)
@@ -220,10 +225,17 @@ class ConfigError(ValueError):
     """A configuration value is wrong; the message names the field and the fix."""
 
 
+WORLD_BUILDS = ("fast", "first-release")
+"""Values of `EnvConfig.world_build` (`envs.scene.WORLD_BUILDS` maps them to geometries)."""
+
+
 def validate_env_config(cfg: EnvConfig) -> None:
     """Reject configs that would make a broken env; one error naming the field."""
     if cfg.split not in SPLITS:
         raise ConfigError(f"env.split: unknown split {cfg.split!r}; use one of {sorted(SPLITS)}")
+    if cfg.world_build not in WORLD_BUILDS:
+        raise ConfigError(f"env.world_build: unknown build {cfg.world_build!r}; use one of "
+                          f"{', '.join(WORLD_BUILDS)}")
     positive = {
         "arena_half_size_m": cfg.arena_half_size_m, "robot_radius_m": cfg.robot_radius_m,
         "goal_radius_m": cfg.goal_radius_m, "control_hz": cfg.control_hz,

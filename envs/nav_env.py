@@ -18,7 +18,7 @@ from envs.grid import geodesic_distance, next_waypoint
 from envs.imaging import ImageNoise, draw_topdown_marks
 from envs.quiet import quiet_stdout as _quiet_stdout
 from envs.randomize import SceneParams, sample_scene
-from envs.scene import FAST, ROBOT_Z_M, Camera, Geometry, build_scene, show_robot
+from envs.scene import ROBOT_Z_M, WORLD_BUILDS, Camera, Geometry, build_scene, show_robot
 from envs.visibility import beacon_sight_points
 
 # (linear, angular) as fractions of the top speeds; index = discrete action.
@@ -97,7 +97,7 @@ class CameraNavEnv(gym.Env):
 
     def __init__(self, config: EnvConfig | dict | None = None, render_mode: str | None = None,
                  continuous: bool = False, render_size: int = 256,
-                 geometry: Geometry = FAST):
+                 geometry: Geometry | None = None):
         if config is None:
             config = EnvConfig()
         elif isinstance(config, dict):
@@ -108,7 +108,8 @@ class CameraNavEnv(gym.Env):
         self.render_mode = render_mode
         self.continuous = continuous
         self.render_size = render_size
-        self.geometry = geometry
+        # an explicit geometry (benchmarks of build variants) overrides the config's build
+        self.geometry = geometry or WORLD_BUILDS[config.world_build]
         self.metadata = {**self.metadata, "render_fps": int(config.control_hz)}
         obs = config.observation
         self._image_channels = obs.image_channels

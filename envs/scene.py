@@ -93,6 +93,8 @@ LEGACY = Geometry(floor="box", walls="box", cylinder_sides=0, mesh_boxes=False,
                   robot_visible=True, occluders_first=False, robot_collision="cylinder",
                   rigid_bodies=False)
 """The first release's world: thick boxes, PyBullet cylinders, the robot drawn in every frame."""
+WORLD_BUILDS = {"fast": FAST, "first-release": LEGACY}
+"""`EnvConfig.world_build` -> the geometry the env builds."""
 
 
 @dataclass

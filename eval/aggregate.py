@@ -131,15 +131,19 @@ def probability_of_improvement_ci(
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def summarize_scores(scores: Sequence[float] | np.ndarray, seed: int = 0) -> dict[str, Any]:
+def summarize_scores(scores: Sequence[float] | np.ndarray, seed: int = 0,
+                     higher_is_better: bool = True) -> dict[str, Any]:
     """One configuration's scores across seeds: `n`, `scores`, `mean`, `iqm`, `worst`,
-    `best`, and `mean_ci95` / `iqm_ci95` (`[lo, hi]` or None with fewer than two seeds)."""
+    `best`, and `mean_ci95` / `iqm_ci95` (`[lo, hi]` or None with fewer than two seeds).
+    With `higher_is_better=False` (a rate of contacts, say) the worst seed is the highest."""
     x = _matrix(scores)
+    low, high = float(np.min(x)), float(np.max(x))
     mean_ci = stratified_bootstrap_ci(x, _mean, seed=seed)
     iqm_ci = stratified_bootstrap_ci(x, lambda v, axis=-1: iqm(v, axis=axis), seed=seed)
     return {"n": int(x.shape[0]), "scores": x[:, 0].tolist() if x.shape[1] == 1 else x.tolist(),
-            "mean": float(np.mean(x)), "iqm": iqm(x), "worst": float(np.min(x)),
-            "best": float(np.max(x)),
+            "mean": float(np.mean(x)), "iqm": iqm(x),
+            "worst": low if higher_is_better else high,
+            "best": high if higher_is_better else low,
             "mean_ci95": list(mean_ci) if mean_ci else None,
             "iqm_ci95": list(iqm_ci) if iqm_ci else None}
 

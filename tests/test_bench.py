@@ -157,3 +157,28 @@ def test_bench_oracle_small() -> None:
     assert 0.0 <= result["oracle_heldout_success"] <= 1.0
     assert result["spl"] is not None and result["collisions_per_episode"] >= 0
     json.dumps(result, allow_nan=False)
+
+
+def test_dagger_throughput_is_measured_between_iterations() -> None:
+    """The DAgger rate of `embodied bench train` runs the preset's loop (here the tiny one) and
+    times only from the end of its first iteration to the end of its last."""
+    from training.bench import _distill_steps_per_s
+    from training.config import load_config
+
+    rate = _distill_steps_per_s(load_config("tiny"), iterations=2)
+    assert 0 < rate < 1e6
+
+
+def test_format_train_prints_the_world_builds() -> None:
+    from training.bench import format_train
+
+    result = {"steps": 4096, "target_steps_per_s": 400, "speedup": 2.0, "rows": [
+        {"layout": "naive", "steps_per_s": 100.0}, {"layout": "tuned", "steps_per_s": 200.0}],
+        "world_builds": {"rows": [
+            {"label": "first release's world build", "ppo_steps_per_s": 150.0,
+             "distill_steps_per_s": 90.0},
+            {"label": "today's world build (fast)", "ppo_steps_per_s": 210.0,
+             "distill_steps_per_s": 99.0}], "ppo_speedup": 1.4, "distill_speedup": 1.1}}
+    text = format_train(result)
+    assert "today's world build (fast)         PPO  210.0 steps/s   DAgger   99.0 steps/s" in text
+    assert "today's build over the first release's: PPO 1.40x, DAgger 1.10x" in text

@@ -173,3 +173,16 @@ def test_bad_geometry_is_one_line_naming_the_field() -> None:
     assert "\n" not in str(err.value)
     with pytest.raises(ValueError, match="cylinder_sides"):
         replace(FAST, cylinder_sides=2)
+
+
+def test_world_build_comes_from_the_config() -> None:
+    """`env.world_build` picks the geometry; a bad value is one line naming the choices."""
+    from envs.config import ConfigError
+
+    small = ObservationConfig(width=16, height=16)
+    assert CameraNavEnv(EnvConfig(observation=small)).geometry == FAST
+    old = CameraNavEnv(EnvConfig(observation=small, world_build="first-release"))
+    assert old.geometry == LEGACY
+    old.close()
+    with pytest.raises(ConfigError, match=r"^env\.world_build: .*fast, first-release$"):
+        EnvConfig(world_build="marble")

@@ -78,6 +78,27 @@ def test_bad_arguments_fail_in_one_line_before_any_trial(args, needle, tmp_path,
     assert time.perf_counter() - start < 20
 
 
+def test_a_local_sweep_counts_enough_cpus_for_its_largest_trial(tmp_path, monkeypatch, capsys):
+    """A trial of 8 subprocess envs on a machine with fewer cores: the local Ray is asked for
+    8 CPUs (trials then run one at a time), never fewer than the machine has."""
+    asked = {}
+
+    def connect(address=None, num_cpus=None):
+        asked.update(address=address, num_cpus=num_cpus)
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(cluster, "connect", connect)
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert run_cli("sweep", *TINY, "n_envs=8", "vec_env=subproc", "--out",
+                   str(tmp_path / "sw")) == 2
+    assert asked == {"address": None, "num_cpus": 8}
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert run_cli("sweep", *TINY, "n_envs=8", "vec_env=subproc", "--out",
+                   str(tmp_path / "sw")) == 2
+    assert asked == {"address": None, "num_cpus": 16}
+    capsys.readouterr()
+
+
 def test_random_search_is_seeded_and_inside_its_ranges():
     spec = SweepSpec(config="tiny", seeds=2, search="random", samples=5, search_seed=3,
                      grid=parse_grid(["distill.learning_rate=log:1e-4..1e-2",

@@ -53,7 +53,9 @@ def sweep_report() -> dict[str, Any]:
         "samples": None, "scheduler": "asha", "seeds": [0, 1, 2],
         "resources_per_trial": {"cpu": 2, "gpu": 0.0},
         "validation": {"split": "heldout", "episodes": 5, "every_timesteps": 2000},
-        "test": {"split": "heldout", "seed": 1, "episodes": 40}, "max_timesteps": 4000,
+        "test": {"split": "heldout", "seed": 1, "episodes": 40,
+                 "oracle": {"success_rate": 1.0, "spl": 0.985, "collision_free_success": 0.975,
+                            "contact_episode_rate": 0.025}}, "max_timesteps": 4000,
         "trials": [_trial(c, s, SUCCESS[c][s]) for c in ("c0", "c1") for s in range(3)],
         "configs": [
             {"config_id": "c0", "params": {"distill.learning_rate": 5e-4}, "seeds": [0, 1, 2],
@@ -61,7 +63,9 @@ def sweep_report() -> dict[str, Any]:
              "success_rate": _agg(SUCCESS["c0"], 0.613, [0.563, 0.671], 0.604, [0.552, 0.648],
                                   0.547),
              "spl": _agg([0.5, 0.55, 0.6], 0.553, [0.511, 0.597], 0.557, [0.503, 0.592],
-                         0.498)},
+                         0.498),
+             "contact_episode_rate": _agg([0.1, 0.2, 0.15], 0.15, [0.1, 0.2], 0.15,
+                                          [0.1, 0.2], 0.2)},
             {"config_id": "c1", "params": {"distill.learning_rate": 1e-3}, "seeds": [0, 1, 2],
              "scored_seeds": [0, 1, 2],
              "success_rate": _agg(SUCCESS["c1"], 0.793, [0.742, 0.846], 0.812, [0.758, 0.857],
@@ -140,11 +144,17 @@ def _data(files: dict[str, Any], sweep_dir: str | None = None) -> dict[str, Any]
 def test_across_seeds_prints_every_statistic_from_sweep_json() -> None:
     data = _data({"sweep.json": sweep_report()}, sweep_dir="runs/sw")
     text = section(render_markdown(data), "Across seeds")
-    # mean [CI], IQM [CI], worst seed for success then SPL, the seeds, each seed's score
-    assert ("| `c0` | 3 of 3 | 0.61 [0.56, 0.67] | 0.60 [0.55, 0.65] | 0.55 | "
-            "0.55 [0.51, 0.60] | 0.56 [0.50, 0.59] | 0.50 | "
+    # per configuration and metric: mean [CI], IQM [CI], worst seed, each seed's score
+    assert ("| `c0` | 3 of 3 | success | 0.61 [0.56, 0.67] | 0.60 [0.55, 0.65] | 0.55 | "
             "seed 0: 0.55, seed 1: 0.60, seed 2: 0.65 |") in text
-    assert "| `c1` | 3 of 3 | 0.79 [0.74, 0.85] | 0.81 [0.76, 0.86] | 0.75 |" in text
+    assert ("|  |  | SPL | 0.55 [0.51, 0.60] | 0.56 [0.50, 0.59] | 0.50 | "
+            "seed 0: 0.50, seed 1: 0.55, seed 2: 0.60 |") in text
+    # a lower-is-better rate: its worst seed is the highest (as sweep.json recorded it)
+    assert ("|  |  | episodes with contact | 0.15 [0.10, 0.20] | 0.15 [0.10, 0.20] | 0.20 | "
+            "seed 0: 0.10, seed 1: 0.20, seed 2: 0.15 |") in text
+    assert "| `c1` | 3 of 3 | success | 0.79 [0.74, 0.85] | 0.81 [0.76, 0.86] | 0.75 |" in text
+    assert ("The oracle on the same test episodes: success 1.00, SPL 0.98, collision-free "
+            "success 0.97, episodes with contact 0.03.") in text
     # probability of improvement, both directions, with intervals
     assert "| `c0` | – | 0.03 [0.00, 0.22] |" in text
     assert "| `c1` | 0.97 [0.78, 1.00] | – |" in text
@@ -167,7 +177,7 @@ def test_a_single_seed_prints_no_interval_and_one_configuration_no_comparison() 
     report["configs"] = [one]
     report["probability_of_improvement"]["pairs"] = []
     text = section(render_markdown(_data({"sweep.json": report})), "Across seeds")
-    assert "| `c0` | 1 of 3 | 0.55 | 0.55 | 0.55 |" in text
+    assert "| `c0` | 1 of 3 | success | 0.55 | 0.55 | 0.55 |" in text
     assert "One configuration: there is no other to compare it with." in text
 
 

@@ -2,7 +2,8 @@
 
 `bench_train` measures end-to-end PPO steps/s (collection + updates) side by side in one run:
 the naive layout (1 env in-process, torch's default threads) against 2, 4 and 8 subprocess
-envs with 1 torch thread while collecting and 2 while training. `bench_learn` trains
+envs with 1 torch thread while collecting and 2 while training; then PPO and DAgger end to
+end on the first release's world build against today's (`env.world_build`). `bench_learn` trains
 each method under the same wall-clock budget and reports when the periodic held-out
 evaluation first reached 90 % success, confirmed by a final 200-episode held-out evaluation.
 """
@@ -22,6 +23,7 @@ from eval.report import evaluate_all
 from eval.rollout import TEST_SEED
 from policies.threads import torch_threads
 from training.config import TrainConfig, load_config
+from training.distill import distill
 from training.ppo import ThreadPhases, make_ppo
 from training.train import train
 from training.vec import make_vec_env, running
@@ -52,8 +54,10 @@ def _ppo_steps_per_s(cfg: TrainConfig, n_envs: int, vec_env: str, collect: int |
     return steps / elapsed
 
 
-def bench_train(steps: int = 4096, config: str = "ppo") -> dict[str, Any]:
-    """End-to-end PPO steps/s (64x64 camera) for each layout in `LAYOUTS`, in one run."""
+def bench_train(steps: int = 4096, config: str = "ppo", world_builds: bool = True
+                ) -> dict[str, Any]:
+    """End-to-end PPO steps/s (64x64 camera) for each layout in `LAYOUTS`, then (with
+    `world_builds`) PPO and DAgger on the first release's world build against today's."""
     cfg = load_config(config)
     steps = max(steps, 2 * cfg.ppo.n_steps * 4)
     rows = []
@@ -66,7 +70,66 @@ def bench_train(steps: int = 4096, config: str = "ppo") -> dict[str, Any]:
     return {"machine": rundir.machine_info(PACKAGES), "steps": steps, "config": config,
             "batch_size": cfg.ppo.batch_size, "n_steps": cfg.ppo.n_steps,
             "n_epochs": cfg.ppo.n_epochs, "rows": rows,
-            "speedup": round(best / rows[0]["steps_per_s"], 2), "target_steps_per_s": 400}
+            "speedup": round(best / rows[0]["steps_per_s"], 2), "target_steps_per_s": 400,
+            "world_builds": bench_world_builds(steps) if world_builds else None}
+
+
+class _RateHooks:
+    """Just enough of the training hooks for `distill`: it records the wall clock and step
+    count at the end of every DAgger iteration (collection and gradient steps)."""
+
+    continuous, monitor_dir = False, None
+
+    def __init__(self) -> None:
+        self.marks: list[tuple[float, int]] = []
+
+    def should_stop(self) -> bool:
+        return False
+
+    def progress(self, timesteps: int) -> float:
+        return 0.0
+
+    def on_iteration(self, student, optimizer, state, stats) -> None:
+        self.marks.append((time.perf_counter(), state.timesteps))
+
+
+def _distill_steps_per_s(cfg: TrainConfig, iterations: int) -> float:
+    """DAgger end to end (collection with labels, then gradient steps), between the ends of
+    its first and last iterations, so the workers' start-up is left out."""
+    # half the preset's iteration (and half its gradient steps: the same work per frame), so
+    # that each build's measurement takes about a minute
+    per_iteration = cfg.distill.steps_per_iteration // 2
+    d = dataclasses.replace(cfg.distill, steps_per_iteration=per_iteration,
+                            grad_steps_per_iteration=cfg.distill.grad_steps_per_iteration // 2,
+                            total_timesteps=per_iteration * (iterations + 1),
+                            expert_iterations=1, beta_decay_iterations=1)
+    hooks = _RateHooks()
+    with torch_threads(torch.get_num_threads()):
+        distill(dataclasses.replace(cfg, distill=d), hooks, torch.device("cpu"))
+    (t0, n0), (t1, n1) = hooks.marks[0], hooks.marks[-1]
+    return (n1 - n0) / (t1 - t0)
+
+
+WORLD_BUILD_LABELS = {"first-release": "first release's world build",
+                      "fast": "today's world build (fast)"}
+
+
+def bench_world_builds(steps: int = 4096, iterations: int = 3) -> dict[str, Any]:
+    """PPO (`ppo` preset, 4 subprocess envs, 1/2 threads) and DAgger (`default` preset) end to
+    end on each `env.world_build`, side by side in one run."""
+    rows = []
+    for build in ("first-release", "fast"):
+        ppo_cfg = load_config("ppo", [f"env.world_build={build}"])
+        n_steps = max(steps, 2 * ppo_cfg.ppo.n_steps * 4)
+        ppo = _ppo_steps_per_s(ppo_cfg, 4, "subproc", 1, 2, n_steps)
+        dagger = _distill_steps_per_s(load_config("default", [f"env.world_build={build}"]),
+                                      iterations)
+        rows.append({"world_build": build, "label": WORLD_BUILD_LABELS[build],
+                     "ppo_steps_per_s": round(ppo, 1), "distill_steps_per_s": round(dagger, 1)})
+    old, new = rows
+    return {"rows": rows, "ppo_steps": n_steps, "distill_iterations": iterations,
+            "ppo_speedup": round(new["ppo_steps_per_s"] / old["ppo_steps_per_s"], 2),
+            "distill_speedup": round(new["distill_steps_per_s"] / old["distill_steps_per_s"], 2)}
 
 
 def format_train(result: dict[str, Any]) -> str:
@@ -77,6 +140,15 @@ def format_train(result: dict[str, Any]) -> str:
     mark = "ok" if best >= result["target_steps_per_s"] else "MISS"
     lines.append(f"  speed-up over naive: {result['speedup']:.2f}x   best {best:.0f} steps/s "
                  f"(target >= {result['target_steps_per_s']}: {mark})")
+    builds = result.get("world_builds")
+    if builds:
+        lines.append("End to end on each world build (PPO: 4 subprocess envs, 1/2 threads; "
+                     "DAgger: the default preset):")
+        for row in builds["rows"]:
+            lines.append(f"  {row['label']:<34} PPO {row['ppo_steps_per_s']:>6.1f} steps/s   "
+                         f"DAgger {row['distill_steps_per_s']:>6.1f} steps/s")
+        lines.append(f"  today's build over the first release's: PPO {builds['ppo_speedup']:.2f}x,"
+                     f" DAgger {builds['distill_speedup']:.2f}x")
     return "\n".join(lines)
 
 

@@ -96,8 +96,30 @@ class DistillConfig:
     augment_colour: bool = True
     """Colour augmentation that keeps the red goal red (see distill.colour_jitter); applies
     when the camera frame is RGB only (no depth or segmentation channels)."""
-    finetune_timesteps: int = 0
-    """Optional PPO fine-tuning steps after distillation (0 = none)."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """PPO fine-tuning of the distilled student on the task reward (`training.finetune`)."""
+
+    timesteps: int = 0
+    """PPO steps after distillation (0 = no fine-tuning)."""
+    budget_share: float = 0.3
+    """With `time_budget_s`, the share of the budget kept for fine-tuning: distillation stops
+    at the rest."""
+    learning_rate: float = 1e-4
+    """Adam learning rate of the fine-tune (decays linearly to 0)."""
+    ent_coef: float = 0.0
+    """Entropy bonus; the student's own action distribution is exploration enough."""
+    critic_warmup_rollouts: int = 3
+    """Rollouts during which only the value head learns: the student's actor stays as
+    distilled until the critic's advantages mean something."""
+    teacher_steps: int = 20
+    """Imitation steps toward the teacher's labels of the states just visited, after each
+    rollout once the critic is warm (0 = pure PPO): keeps the student from forgetting what
+    distillation taught while the reward reshapes it."""
+    teacher_batch_size: int = 256
+    """Minibatch of those imitation steps."""
 
 
 @dataclass(frozen=True)
@@ -141,6 +163,7 @@ class TrainConfig:
     arch: ArchConfig = field(default_factory=ArchConfig)
     ppo: PPOConfig = field(default_factory=PPOConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     eval: EvalDuringTraining = field(default_factory=EvalDuringTraining)
 
     def __post_init__(self) -> None:
@@ -180,6 +203,14 @@ class TrainConfig:
         if not 0 <= self.distill.lr_final_fraction <= 1:
             raise ConfigError("distill.lr_final_fraction: must be in [0, 1], got "
                               f"{self.distill.lr_final_fraction}")
+        f = self.finetune
+        if f.timesteps < 0 or f.critic_warmup_rollouts < 0 or f.teacher_steps < 0:
+            raise ConfigError("finetune.timesteps, critic_warmup_rollouts and teacher_steps "
+                              "must be >= 0")
+        if not 0.0 < f.budget_share < 1.0 or not f.learning_rate > 0 or \
+                f.teacher_batch_size < 1 or f.ent_coef < 0:
+            raise ConfigError("finetune: budget_share must be in (0, 1), learning_rate > 0, "
+                              "teacher_batch_size >= 1 and ent_coef >= 0")
         if self.distill.augment_shift_px < 0:
             raise ConfigError("distill.augment_shift_px: must be >= 0")
         if self.time_budget_s < 0:
@@ -269,7 +300,22 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """A validated TrainConfig from a (nested) dict such as a run's saved config.yaml."""
     if not isinstance(data, dict):
         raise ConfigError(f"a training config is a mapping, got {type(data).__name__}")
-    return from_dict(TrainConfig, _continuous_at_top(_frame_stack_in_env(data)))
+    return from_dict(TrainConfig, _finetune_section(_continuous_at_top(
+        _frame_stack_in_env(data))))
+
+
+def _finetune_section(data: dict[str, Any]) -> dict[str, Any]:
+    """Read the earlier `distill.finetune_timesteps` (runs saved before fine-tuning had its
+    own section) as `finetune.timesteps`."""
+    distill = data.get("distill")
+    if not isinstance(distill, dict) or "finetune_timesteps" not in distill:
+        return data
+    data, distill = dict(data), dict(distill)
+    steps = distill.pop("finetune_timesteps")
+    finetune = dict(data.get("finetune") or {})
+    finetune.setdefault("timesteps", steps)
+    data.update(distill=distill, finetune=finetune)
+    return data
 
 
 CONTINUOUS_KEY = "continuous"

@@ -85,12 +85,15 @@ def make_ppo(cfg: TrainConfig, venv: VecEnv, device: str, tb_dir: str | None,
 
 
 def learn(model: PPO, cfg: TrainConfig, hooks, total_timesteps: int,
-          successes: list[float] | None = None) -> PPO:
-    """Train until `total_timesteps` (continuing from `model.num_timesteps`)."""
+          successes: list[float] | None = None,
+          extra_callbacks: list[BaseCallback] | None = None) -> PPO:
+    """Train until `total_timesteps` (continuing from `model.num_timesteps`); `extra_callbacks`
+    run after the hooks' callback at every event."""
     successes = successes if successes is not None else []
     remaining = max(0, total_timesteps - model.num_timesteps)
     if remaining > 0:
-        model.learn(remaining, callback=HooksCallback(cfg, hooks, successes),
+        model.learn(remaining, callback=[HooksCallback(cfg, hooks, successes),
+                                         *(extra_callbacks or [])],
                     reset_num_timesteps=model.num_timesteps == 0, tb_log_name="ppo",
                     progress_bar=False)
     return model

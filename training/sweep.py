@@ -275,7 +275,13 @@ def run_sweep(spec: SweepSpec | None, out: Path, address: str | None = None,
         plan = make_plan(spec)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    info = cluster.connect(cluster.resolve_address(address))
+    resolved = cluster.resolve_address(address)
+    # A trial may step more env processes than this machine has cores (the default preset's
+    # 4 envs on 2 cores, as `embodied train` runs it): a local Ray then counts as many CPUs
+    # as the largest trial asks for, so such trials run one at a time rather than never.
+    local_cpus = None if resolved is not None else max(os.cpu_count() or 1,
+                                                       plan["max_cpus_per_trial"])
+    info = cluster.connect(resolved, num_cpus=local_cpus)
     try:
         timings["ray_start_s"] = time.perf_counter() - start
         if plan["max_cpus_per_trial"] > info.cpus or plan["spec"]["gpus_per_trial"] > info.gpus:

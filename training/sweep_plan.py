@@ -207,7 +207,7 @@ def trial_cpus(cfg: TrainConfig, asked: int | None) -> int:
 def total_timesteps(cfg: TrainConfig) -> int:
     if cfg.method == "ppo":
         return cfg.ppo.total_timesteps
-    return cfg.distill.total_timesteps + cfg.distill.finetune_timesteps
+    return cfg.distill.total_timesteps + cfg.finetune.timesteps
 
 
 def config_id(params: dict[str, Any]) -> str:

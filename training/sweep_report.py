@@ -31,6 +31,8 @@ TEST_KEYS = ("success_rate", "spl", "soft_spl", "success_rate_ci95", "spl_ci95",
 METRICS = (("success_rate", "success"), ("spl", "SPL"),
            ("collision_free_success", "collision-free success"),
            ("contact_episode_rate", "episodes with contact"))
+LOWER_IS_BETTER = ("contact_episode_rate",)
+"""Test metrics whose worst seed is the highest."""
 ORACLE_KEYS = ("success_rate", "spl", "collision_free_success", "contact_episode_rate")
 """The oracle's scores on the same test episodes, the reference each configuration is read
 against (SPL as a fraction of the oracle's, contact beside the planner's)."""
@@ -128,7 +130,8 @@ def aggregate_configs(trials: list[dict[str, Any]], order: list[str]) -> list[di
                                "scored_seeds": [t["seed"] for t in scored]}
         for key, _ in METRICS:
             values = [t["test"][key] for t in scored if t["test"].get(key) is not None]
-            row[key] = aggregate.summarize_scores(values) if values else None
+            row[key] = aggregate.summarize_scores(
+                values, higher_is_better=key not in LOWER_IS_BETTER) if values else None
         rows.append(row)
     return rows
 

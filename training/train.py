@@ -8,7 +8,6 @@ iteration ends, a resumable checkpoint is saved and `train` returns with `interr
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from training import ppo as ppo_mod
 from training.claim import claim_run_dir
 from training.config import TrainConfig, config_from_dict, read_yaml
 from training.experts import MLPTeacher
+from training.finetune import finetune
 from training.resume import ResumeError, ResumePoint, resume_point, unfit
 from training.run import StopNow, TrainingHooks, write_run_files
 from training.teacher import teacher_layers, teacher_path, train_teacher
@@ -189,13 +189,22 @@ class _DistillHooks:
         self.continuous = hooks.continuous
         self.monitor_dir = hooks.monitor_dir
 
+    def _budget_s(self) -> float:
+        """Distillation's share of the time budget (all of it without a fine-tune after)."""
+        cfg = self.h.cfg
+        keep = cfg.finetune.budget_share if cfg.finetune.timesteps > 0 else 0.0
+        return cfg.time_budget_s * (1.0 - keep)
+
     def should_stop(self) -> bool:
-        return self.h.should_stop()
+        """The run stops, or (before a fine-tune) distillation's share of the budget is spent."""
+        budget = self._budget_s()
+        return self.h.should_stop() or (budget > 0 and self.h.elapsed_s() >= budget)
 
     def progress(self, timesteps: int) -> float:
-        """Fraction of the run done, by steps or by the time budget, whichever is further."""
+        """Fraction of the distillation done, by steps or by its share of the time budget,
+        whichever is further."""
         done = timesteps / self.h.cfg.distill.total_timesteps
-        budget = self.h.cfg.time_budget_s
+        budget = self._budget_s()
         if budget > 0:
             done = max(done, self.h.elapsed_s() / budget)
         return min(1.0, done)
@@ -245,26 +254,6 @@ def _train_distill(cfg, hooks, device, run_dir, point: ResumePoint | None):
         return student, state.timesteps
     student, optimizer, state = distill_mod.distill(
         cfg, _DistillHooks(hooks), device, teacher, student, optimizer_state, state)
-    finetune = cfg.distill.finetune_timesteps
-    if finetune > 0 and not hooks.should_stop():
-        return _finetune(cfg, hooks, device, run_dir, student, state.timesteps)
+    if cfg.finetune.timesteps > 0 and not hooks.should_stop():
+        return finetune(cfg, hooks, device, run_dir, student, state.timesteps, teacher)
     return student, state.timesteps
-
-
-def _finetune(cfg, hooks, device, run_dir, student, start_timesteps):
-    """Optional PPO fine-tuning of the distilled student on the task reward.
-
-    Its steps continue the distillation's count, so evaluation, checkpoints and the progress
-    bar carry on where distillation stopped.
-    """
-    venv = make_vec_env(cfg.env, cfg.n_envs, cfg.seed + rundir.SEED_OFFSETS["finetune_envs"],
-                        hooks.continuous, kind=cfg.vec_env, monitor_dir=hooks.monitor_dir)
-    with running(venv):
-        ft_cfg = dataclasses.replace(cfg, ppo=dataclasses.replace(
-            cfg.ppo, learning_rate=cfg.ppo.learning_rate * 0.3))
-        model = ppo_mod.make_ppo(ft_cfg, venv, str(device), str(run_dir / rundir.TB_DIR))
-        model.policy.load_state_dict(student.state_dict())
-        model.num_timesteps = start_timesteps
-        hooks.total_timesteps = start_timesteps + cfg.distill.finetune_timesteps
-        ppo_mod.learn(model, ft_cfg, hooks, hooks.total_timesteps)
-        return model.policy, model.num_timesteps

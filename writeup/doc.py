@@ -27,6 +27,8 @@ FORMATS: dict[str, str] = {
     "mb": "{:.2f}",        # memory
     "load": "{:.2f}",      # 1-minute load average
     "sci": "{:.2e}",       # tiny differences (export parity)
+    "ns": "{:,.0f}",       # micro- and nanosecond costs (per frame, per filled pixel)
+    "rate3": "{:.3f}",     # fractions whose third decimal matters (contact-flag agreement)
     "g": "{:g}",           # config values, shown as written
 }
 """Format of each kind of number; `int` is handled apart (thousands separators, no decimals)."""

@@ -64,9 +64,9 @@ def method_text(doc: Doc) -> str:
         who = ("a PPO teacher trained on privileged state" if teacher == "ppo"
                else "the privileged grid-planner oracle")
         text = f"teacher → student distillation (DAgger on the student's own visits, {who})"
-        finetune = doc.value(CONFIG, "distill", "finetune_timesteps")
+        finetune = doc.value(CONFIG, "finetune", "timesteps")
         if is_number(finetune) and finetune > 0:
-            text += (f", then {doc.num(CONFIG, 'distill', 'finetune_timesteps', kind='int')} "
+            text += (f", then {doc.num(CONFIG, 'finetune', 'timesteps', kind='int')} "
                      "steps of PPO fine-tuning")
         return text
     return "the method recorded in its config"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from writeup.commands import Commands, produce
@@ -17,6 +18,7 @@ from writeup.sections.common import (
     join,
     method_text,
     resolution,
+    table,
 )
 
 
@@ -42,16 +44,17 @@ def _d_renderer(doc: Doc, cmd: Commands) -> str:
     row = _env_row(doc, width)
     if row is None:
         row = _env_row(doc, 64)
-    if row is None:
-        measured = produce(cmd.bench_cmd("env"))
-    else:
+    parts = []
+    if row is not None:
         def n(key: str, kind: str) -> str:
             return doc.num(B_ENV, "resolutions", row, key, kind=kind)
-        measured = (f"at {n('resolution', 'int')} px the env steps "
-                    f"{n('env_steps_per_s', 'per_s')} times a second against a render-only "
-                    f"bound of {n('render_fps', 'per_s')} frames/s "
-                    f"({n('env_vs_bound', 'ratio')} of it): rendering is most of a step's cost "
-                    f"({B_ENV}).")
+        parts.append(f"at {n('resolution', 'int')} px the env steps "
+                     f"{n('env_steps_per_s', 'per_s')} times a second against a render-only "
+                     f"bound of {n('render_fps', 'per_s')} frames/s "
+                     f"({n('env_vs_bound', 'ratio')} of it): rendering is most of a step's "
+                     f"cost ({B_ENV}).")
+    parts += [_tiny_fill(doc), _egl(doc)]
+    measured = " ".join(p for p in parts if p) or produce(cmd.bench_cmd("env"))
     return _decision(
         "Renderer: PyBullet TinyRenderer on the CPU",
         "`ER_TINY_RENDERER` in a DIRECT client, one client per env process.",
@@ -59,7 +62,62 @@ def _d_renderer(doc: Doc, cmd: Commands) -> str:
         "it needs no GPU and no display, gives the same pixels on every machine and scales with "
         "CPU cores, one env per process. Without a GPU the EGL plugin falls back to software GL, "
         "is slower, and takes over TinyRenderer's calls in the same process.",
-        measured)
+        join(measured, _world_builds(doc)))
+
+
+def _tiny_fill(doc: Doc) -> str | None:
+    """TinyRenderer's cost of an empty frame and of each filled pixel (a full-screen quad)."""
+    t = ("renderers", "tiny_renderer_fill")
+    if not isinstance(doc.value(B_ENV, *t), Mapping):
+        return None
+    return (f"TinyRenderer at {doc.num(B_ENV, *t, 'size', kind='int')} px takes "
+            f"{doc.num(B_ENV, *t, 'empty_frame_us', kind='ns')} µs for an empty frame and "
+            f"{doc.num(B_ENV, *t, 'ns_per_filled_pixel', kind='ns')} ns per filled pixel of a "
+            "full-screen quad.")
+
+
+def _egl(doc: Doc) -> str | None:
+    """The EGL plugin on Mesa llvmpipe: the env's rate and its fill cost at two frame sizes."""
+    e = ("renderers", "egl_llvmpipe")
+    if not isinstance(doc.value(B_ENV, *e), Mapping):
+        return None
+    if doc.value(B_ENV, *e, "available") is not True:
+        return f"The EGL plugin could not be measured here ({doc.text(B_ENV, *e, 'reason')})."
+    text = (f"PyBullet's EGL plugin on Mesa llvmpipe (software OpenGL, no GPU; world build: "
+            f"{doc.text(B_ENV, *e, 'world')}, since the plugin cannot convert in-memory "
+            f"meshes) steps the env {doc.num(B_ENV, *e, 'env_steps_per_s', kind='per_s')} "
+            f"times a second and renders {doc.num(B_ENV, *e, 'render_fps', kind='per_s')} "
+            "frames/s.")
+    big, small = (*e, "fill", "256"), (*e, "fill", "64")
+    if isinstance(doc.value(B_ENV, *big), Mapping) and isinstance(
+            doc.value(B_ENV, *small), Mapping):
+        text += (f" It fills a pixel in {doc.num(B_ENV, *big, 'ns_per_filled_pixel', kind='ns')}"
+                 f" ns at {doc.num(B_ENV, *big, 'size', kind='int')} px but in "
+                 f"{doc.num(B_ENV, *small, 'ns_per_filled_pixel', kind='ns')} ns at "
+                 f"{doc.num(B_ENV, *small, 'size', kind='int')} px, where its fixed cost per "
+                 f"frame ({doc.num(B_ENV, *small, 'empty_frame_us', kind='ns')} µs for an empty "
+                 "frame) dominates.")
+    return text
+
+
+def _world_builds(doc: Doc) -> str | None:
+    """Render-only frames/s of each world build over the same views, per way of driving."""
+    rows = doc.records(B_ENV, "geometry_variants")
+    if not rows:
+        return None
+    drivers = [k.split("|", 1)[1] for k in rows[0][1] if str(k).startswith("render_fps|")]
+    if not drivers:
+        return None
+    body = []
+    for i, _ in rows:
+        v = ("geometry_variants", i)
+        body.append([doc.text(B_ENV, *v, "variant")] + [
+            f"{doc.num(B_ENV, *v, f'render_fps|{d}', kind='per_s')} "
+            f"({doc.num(B_ENV, *v, f'vs_chosen|{d}', kind='ratio')}×)" for d in drivers])
+    return join("How the world is built into triangles sets the renderer's work: render-only "
+                "frames/s of each world build over the same scenes and camera poses, per way of "
+                f"driving (× the chosen build in brackets; {B_ENV}):",
+                table(["world build", *drivers], body))
 
 
 def _d_robot(doc: Doc, cmd: Commands) -> str:

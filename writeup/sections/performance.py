@@ -18,10 +18,12 @@ from writeup.sections.common import (
     machine,
     table,
 )
+from writeup.sections.envspeed import env_speed
 
 
 def performance(doc: Doc, cmd: Commands) -> str:
-    return join("## Performance: before and after", _p_env(doc, cmd), _p_train(doc, cmd),
+    return join("## Performance: before and after", _p_env(doc, cmd), env_speed(doc, cmd),
+                 _p_train(doc, cmd),
                  _p_learn(doc, cmd), _p_infer(doc, cmd), _p_loop(doc, cmd),
                  _p_this_run(doc, cmd))
 
@@ -89,7 +91,29 @@ def _p_train(doc: Doc, cmd: Commands) -> str:
                  "updates) for each vec-env layout and torch thread setting, naive first.",
                  table(["layout", "envs", "vec env", "torch threads", "steps/s"], rows),
                  f"Speed-up of the tuned layout over the naive one: "
-                 f"{doc.num(B_TRAIN, 'speedup', kind='ratio')}×.", machine(doc, B_TRAIN))
+                 f"{doc.num(B_TRAIN, 'speedup', kind='ratio')}×.", _world_builds(doc),
+                 machine(doc, B_TRAIN))
+
+
+def _world_builds(doc: Doc) -> str | None:
+    """PPO and DAgger end to end on the first release's world build against today's."""
+    if not doc.records(B_TRAIN, "world_builds", "rows"):
+        return None
+    rows = [[doc.text(B_TRAIN, "world_builds", "rows", i, "label"),
+             doc.num(B_TRAIN, "world_builds", "rows", i, "ppo_steps_per_s", kind="per_s"),
+             doc.num(B_TRAIN, "world_builds", "rows", i, "distill_steps_per_s", kind="per_s")]
+            for i, _ in doc.records(B_TRAIN, "world_builds", "rows")]
+
+    def ratio(key: str) -> str:
+        return doc.num(B_TRAIN, "world_builds", key, kind="ratio")
+
+    return join("The same run, PPO (4 subprocess envs, 1/2 threads) and DAgger (the default "
+                "preset, collection with labels and gradient steps) on the first release's "
+                "world build and on today's (`env.world_build`):",
+                table(["world build", "PPO steps/s", "DAgger steps/s"], rows),
+                f"Today's build trains PPO {ratio('ppo_speedup')}× and DAgger "
+                f"{ratio('distill_speedup')}× as fast: rendering is most of a step, so the "
+                "fill-rate savings carry into learning speed.")
 
 
 def _p_learn(doc: Doc, cmd: Commands) -> str:

@@ -11,8 +11,11 @@ from writeup.doc import NA, Doc, is_number
 from writeup.sections.common import SWEEP, image, join, table
 
 HEAD = "## Across seeds"
-METRICS = (("success_rate", "success"), ("spl", "SPL"))
-"""The test metrics sweep.json aggregates per configuration, with their column labels."""
+METRICS = (("success_rate", "success"), ("spl", "SPL"),
+           ("collision_free_success", "collision-free success"),
+           ("contact_episode_rate", "episodes with contact"))
+"""The test metrics sweep.json aggregates per configuration, with their labels (a sweep made
+before the collision metrics were scored has only the first two: the others are left out)."""
 
 METHOD = (
     "Statistics follow the protocol of Agarwal et al. 2021 (\"Deep Reinforcement Learning at "
@@ -78,31 +81,44 @@ def _intro(doc: Doc, cmd: Commands) -> str:
 
 
 def _config_table(doc: Doc, configs: list[tuple[int, Mapping[str, Any]]]) -> str:
-    header = ["configuration", "seeds scored"]
-    for _, label in METRICS:
-        header += [f"test {label} mean [95 % CI]", f"{label} IQM [95 % CI]",
-                   f"{label} worst seed"]
-    header.append("test success per seed")
+    header = ["configuration", "seeds scored", "test metric", "mean [95 % CI]",
+              "IQM [95 % CI]", "worst seed", "per seed"]
     rows = []
     for i, c in configs:
         at = ("configs", i)
         seeds = len(c.get("seeds") or [])
         scored = doc.num(SWEEP, *at, "success_rate", "n", kind="int")
-        row = [f"`{doc.text(SWEEP, *at, 'config_id')}`",
-               f"{scored} of {seeds}" if scored != NA else f"none of {seeds}"]
-        for key, _ in METRICS:
-            row += [doc.ci(SWEEP, *at, key, "mean", kind="rate"),
-                    doc.ci(SWEEP, *at, key, "iqm", kind="rate"),
-                    doc.num(SWEEP, *at, key, "worst", kind="rate")]
-        row.append(_per_seed(doc, i, c))
-        rows.append(row)
+        first = True
+        for key, label in METRICS:
+            if not isinstance(c.get(key), Mapping):
+                continue
+            name = f"`{doc.text(SWEEP, *at, 'config_id')}`" if first else ""
+            count = (f"{scored} of {seeds}" if scored != NA else f"none of {seeds}") \
+                if first else ""
+            rows.append([name, count, label, doc.ci(SWEEP, *at, key, "mean", kind="rate"),
+                         doc.ci(SWEEP, *at, key, "iqm", kind="rate"),
+                         doc.num(SWEEP, *at, key, "worst", kind="rate"),
+                         _per_seed(doc, i, c, key)])
+            first = False
     return join("Test scores of each configuration across its training seeds (every number "
-                f"from `{SWEEP}`):", table(header, rows))
+                f"from `{SWEEP}`; for episodes with contact the worst seed is the highest):",
+                table(header, rows), _oracle(doc))
 
 
-def _per_seed(doc: Doc, i: int, config: Mapping[str, Any]) -> str:
+def _oracle(doc: Doc) -> str | None:
+    """The oracle's scores on the same test episodes, when the sweep scored it."""
+    if not isinstance(doc.value(SWEEP, "test", "oracle"), Mapping):
+        return None
+    at = ("test", "oracle")
+    return (f"The oracle on the same test episodes: success "
+            f"{doc.num(SWEEP, *at, 'success_rate')}, SPL {doc.num(SWEEP, *at, 'spl')}, "
+            f"collision-free success {doc.num(SWEEP, *at, 'collision_free_success')}, "
+            f"episodes with contact {doc.num(SWEEP, *at, 'contact_episode_rate')}.")
+
+
+def _per_seed(doc: Doc, i: int, config: Mapping[str, Any], key: str = "success_rate") -> str:
     """`seed 0: 0.65, seed 1: 0.80` from the configuration's scored seeds and their scores."""
-    agg = config.get("success_rate")
+    agg = config.get(key)
     scores = agg.get("scores") if isinstance(agg, Mapping) else None
     seeds = config.get("scored_seeds")
     if not isinstance(scores, list) or not scores:
@@ -110,7 +126,7 @@ def _per_seed(doc: Doc, i: int, config: Mapping[str, Any]) -> str:
     named = isinstance(seeds, list) and len(seeds) == len(scores)
     return ", ".join(
         (f"seed {doc.num(SWEEP, 'configs', i, 'scored_seeds', j, kind='int')}: " if named else "")
-        + doc.num(SWEEP, "configs", i, "success_rate", "scores", j) for j in range(len(scores)))
+        + doc.num(SWEEP, "configs", i, key, "scores", j) for j in range(len(scores)))
 
 
 def _setting(value: Any) -> str:
