@@ -149,10 +149,19 @@ def test_the_cli_reports_hostile_metadata_in_one_line(saved: tuple[Path, dict[st
     assert sorted(p.name for p in tmp_path.iterdir()) == ["policy.pt"]  # nothing written
 
 
-def test_the_reference_checkpoint_with_legacy_metadata_loads() -> None:
-    raw = json.loads(torch.load(REFERENCE, weights_only=True)["meta"])
+def test_the_reference_checkpoint_in_the_legacy_metadata_form_loads(tmp_path: Path) -> None:
+    # Checkpoints written before the frame stack moved into the observation config keep it
+    # beside `env`; the reference's weights under that older metadata must load the same.
+    payload = torch.load(REFERENCE, weights_only=True)
+    raw = json.loads(payload["meta"])
+    raw["frame_stack"] = raw["env"]["observation"].pop("frame_stack")
+    legacy = tmp_path / "policy.pt"
+    torch.save({**payload, "meta": json.dumps(raw)}, legacy)
     assert raw["frame_stack"] == 2 and "frame_stack" not in raw["env"]["observation"]
-    loaded = load_checkpoint(REFERENCE)
+    loaded = load_checkpoint(legacy)
+    np.testing.assert_array_equal(
+        loaded.predict(np.zeros((1, 64, 64, 6), np.uint8)),
+        load_checkpoint(REFERENCE).predict(np.zeros((1, 64, 64, 6), np.uint8)))
     meta = loaded.meta
     assert meta.frame_stack == 2 and meta.env.observation.frame_stack == 2
     assert meta.image_shape == (64, 64, 6) and not meta.continuous and not loaded.continuous

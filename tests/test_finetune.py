@@ -12,7 +12,13 @@ import torch
 
 import embodied_cli
 from training.config import load_config
-from training.finetune import CriticWarmup, TeacherCloning, actor_parameters, value_parameters
+from training.finetune import (
+    CriticWarmup,
+    TeacherCloning,
+    actor_parameters,
+    feature_parameters,
+    value_parameters,
+)
 from training.ppo import make_ppo
 from training.vec import make_vec_env, running
 
@@ -70,6 +76,22 @@ def test_critic_warms_up_then_actor_learns_and_labels_pair_with_their_observatio
         actor1 = _snapshot(actor_parameters(policy))
         model.learn(cfg.ppo.n_steps * 2, callback=[warmup, cloning], reset_num_timesteps=False)
         assert warmup.done == 2 and not _same(actor1, actor_parameters(policy))
+        assert all(p.requires_grad for p in policy.parameters())
+
+
+def test_without_train_features_the_cnn_stays_as_distilled_while_the_heads_learn():
+    cfg = load_config("tiny")
+    venv = make_vec_env(cfg.env, 2, 0, kind="dummy")
+    with running(venv):
+        model = make_ppo(cfg, venv, "cpu", None)
+        model.lr_schedule = lambda _: 1e-3
+        policy = model.policy
+        cnn = {id(p) for p in feature_parameters(policy)}
+        heads = [p for p in actor_parameters(policy) if id(p) not in cnn]
+        cnn0, heads0 = _snapshot(feature_parameters(policy)), _snapshot(heads)
+        model.learn(cfg.ppo.n_steps * 4, callback=[CriticWarmup(1, train_features=False)])
+        assert _same(cnn0, feature_parameters(policy))
+        assert not _same(heads0, heads)
         assert all(p.requires_grad for p in policy.parameters())
 
 

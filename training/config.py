@@ -111,6 +111,10 @@ class FinetuneConfig:
     """Adam learning rate of the fine-tune (decays linearly to 0)."""
     ent_coef: float = 0.0
     """Entropy bonus; the student's own action distribution is exploration enough."""
+    train_features: bool = False
+    """Whether PPO and the imitation steps also move the CNN the actor and critic share. Off,
+    the CNN stays as distilled and only the actor and value heads learn: the value loss, large
+    while the critic is young, otherwise reshapes the features the actor reads."""
     critic_warmup_rollouts: int = 3
     """Rollouts during which only the value head learns: the student's actor stays as
     distilled until the critic's advantages mean something."""

@@ -43,12 +43,20 @@ def actor_parameters(policy) -> list[nn.Parameter]:
     return [p for p in policy.parameters() if id(p) not in critic]
 
 
-class CriticWarmup(BaseCallback):
-    """Freeze the actor for the first `rollouts` PPO updates: only the value head learns."""
+def feature_parameters(policy) -> list[nn.Parameter]:
+    """The CNN the actor reads (shared with the critic unless `share_features_extractor` is
+    off)."""
+    return list(policy.pi_features_extractor.parameters())
 
-    def __init__(self, rollouts: int):
+
+class CriticWarmup(BaseCallback):
+    """Freeze the actor for the first `rollouts` PPO updates: only the value head learns.
+    Without `train_features` the actor's CNN stays frozen after the warm-up too."""
+
+    def __init__(self, rollouts: int, train_features: bool = True):
         super().__init__()
         self.rollouts = rollouts
+        self.train_features = train_features
         self.done = 0
         self.frozen = rollouts > 0
         """Whether the actor sits out the update of the rollout that just ended."""
@@ -56,8 +64,11 @@ class CriticWarmup(BaseCallback):
     def _on_rollout_end(self) -> None:
         # runs just before PPO's update of this rollout
         self.frozen = self.done < self.rollouts
-        for param in actor_parameters(self.model.policy):
-            param.requires_grad_(not self.frozen)
+        policy = self.model.policy
+        features = {id(p) for p in feature_parameters(policy)}
+        for param in actor_parameters(policy):
+            fixed = self.frozen or (not self.train_features and id(param) in features)
+            param.requires_grad_(not fixed)
         self.done += 1
         self.logger.record("finetune/actor_frozen", float(self.frozen))
 
@@ -148,7 +159,7 @@ def finetune(cfg: TrainConfig, hooks, device: torch.device, run_dir, student,
         model = ppo_mod.make_ppo(ft_cfg, venv, str(device), str(run_dir / rundir.TB_DIR))
         model.policy.load_state_dict(student.state_dict())
         model.num_timesteps = start_timesteps
-        warmup = CriticWarmup(f.critic_warmup_rollouts)
+        warmup = CriticWarmup(f.critic_warmup_rollouts, f.train_features)
         extra = [warmup]
         if f.teacher_steps > 0:
             extra.append(TeacherCloning(f.teacher_steps, f.teacher_batch_size, hooks.continuous,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from writeup.commands import Commands
 from writeup.doc import Doc, is_number
-from writeup.sections.common import CURVE, HELDOUT, TRAIN, join
+from writeup.sections.common import CONFIG, CURVE, HELDOUT, SWEEP, TRAIN, join
 
 
 def _plateau(doc: Doc) -> str:
@@ -30,8 +30,8 @@ def limits(doc: Doc, cmd: Commands) -> str:
         "camera.",
         "Success needs no STOP action, which is more lenient than Habitat's rule; compare SPL "
         "with published numbers only with that in mind.",
-        "Discrete actions at a fixed control rate; continuous control and latency "
-        "randomization beyond one step are not trained for.",
+        f"{'Continuous' if doc.value(CONFIG, 'continuous') else 'Discrete'} actions at a "
+        "fixed control rate; latency randomization beyond one step is not trained for.",
         "The distillation teacher is a privileged planner with the full map; the student can "
         "only be as good as what the camera reveals of it.",
         "The colour augmentation mirrors hues about red (green and blue swapped), which maps "
@@ -44,7 +44,7 @@ def limits(doc: Doc, cmd: Commands) -> str:
         "process on a single-threaded executor, not over DDS.",
     ]
     episodes = doc.value(HELDOUT, "episodes")
-    if is_number(episodes):
+    if is_number(episodes) and not doc.has(SWEEP):
         items.insert(2, f"The held-out report rests on {doc.num(HELDOUT, 'episodes', kind='int')}"
                         " episodes of one training seed; its intervals cover episode noise, "
                         "not seed-to-seed variation.")
