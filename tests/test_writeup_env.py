@@ -292,3 +292,27 @@ def test_without_bench_env_json_the_decision_names_the_command() -> None:
     md = render_markdown(_data({}))
     assert "**Measured.** Run `embodied bench env` to produce it." in part(md, RENDERER)
     assert f"### {STEP}" not in md
+
+
+# ------------------------------------------------------------------------- training per build
+
+
+def _bench_train(ppo: float, distill: float) -> dict[str, Any]:
+    rows = [{"label": "first release's world build", "build": "first-release",
+             "ppo_steps_per_s": 200.0, "distill_steps_per_s": 100.0},
+            {"label": "today's world build (fast)", "build": "fast",
+             "ppo_steps_per_s": 200.0 * ppo, "distill_steps_per_s": 100.0 * distill}]
+    layout = {"layout": "4 subprocess envs, 1/2 threads", "n_envs": 4, "vec_env": "subproc",
+              "threads": "1/2", "steps_per_s": 250.0}
+    return {"machine": {"cpu": "Test CPU", "cores": 2}, "rows": [layout], "speedup": 2.0,
+            "world_builds": {"rows": rows, "ppo_speedup": ppo, "distill_speedup": distill}}
+
+
+def test_the_world_build_conclusion_follows_the_measured_speedups() -> None:
+    faster = part(render_markdown(_data({"bench_train.json": _bench_train(1.4, 1.2)})),
+                  "Training throughput")
+    assert "trains PPO 1.40× and DAgger 1.20× as fast; rendering is most of a step" in faster
+    same = part(render_markdown(_data({"bench_train.json": _bench_train(1.01, 0.95)})),
+                "Training throughput")
+    assert "trains PPO 1.01× and DAgger 0.95× as fast; the faster frame does not show" in same
+    assert "carry into learning speed" not in same
