@@ -76,6 +76,12 @@ SWEEP_FILE = "sweep.json"
 """A sweep folder (`embodied sweep`) holds sweep.json, sweep.md (the table), sweep_curves.png
 and sweep_final.png (the plots), sweep_plan.json (what was asked), trials/<id>_s<seed>/ (one
 run directory per trial) and tune/ (Ray Tune's state for --resume)."""
+SWEEP_METRICS = (("success_rate", "success"), ("spl", "SPL"),
+                 ("collision_free_success", "collision-free success"),
+                 ("contact_episode_rate", "episodes with contact"))
+"""The test metrics sweep.json aggregates per configuration across seeds, with their labels."""
+SWEEP_LOWER_IS_BETTER = ("contact_episode_rate",)
+"""Those of `SWEEP_METRICS` whose worst seed is the highest."""
 SWEEP_PLAN_FILE = "sweep_plan.json"
 SWEEP_TABLE_FILE = "sweep.md"
 SWEEP_CURVES_FIGURE = "sweep_curves.png"

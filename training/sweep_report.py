@@ -28,11 +28,8 @@ TEST_SPLIT = "heldout"
 TEST_KEYS = ("success_rate", "spl", "soft_spl", "success_rate_ci95", "spl_ci95", "episodes",
              "errors", "collisions_per_episode", "collision_free_success",
              "contact_episode_rate", "failure_modes")
-METRICS = (("success_rate", "success"), ("spl", "SPL"),
-           ("collision_free_success", "collision-free success"),
-           ("contact_episode_rate", "episodes with contact"))
-LOWER_IS_BETTER = ("contact_episode_rate",)
-"""Test metrics whose worst seed is the highest."""
+METRICS = rundir.SWEEP_METRICS
+LOWER_IS_BETTER = rundir.SWEEP_LOWER_IS_BETTER
 ORACLE_KEYS = ("success_rate", "spl", "collision_free_success", "contact_episode_rate")
 """The oracle's scores on the same test episodes, the reference each configuration is read
 against (SPL as a fraction of the oracle's, contact beside the planner's)."""

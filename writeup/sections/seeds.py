@@ -6,16 +6,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import rundir
 from writeup.commands import Commands
 from writeup.doc import NA, Doc, is_number
 from writeup.sections.common import SWEEP, image, join, table
 
 HEAD = "## Across seeds"
-METRICS = (("success_rate", "success"), ("spl", "SPL"),
-           ("collision_free_success", "collision-free success"),
-           ("contact_episode_rate", "episodes with contact"))
+METRICS = rundir.SWEEP_METRICS
 """The test metrics sweep.json aggregates per configuration, with their labels (a sweep made
 before the collision metrics were scored has only the first two: the others are left out)."""
+LOWER = ", ".join(label for key, label in METRICS if key in rundir.SWEEP_LOWER_IS_BETTER)
 
 METHOD = (
     "Statistics follow the protocol of Agarwal et al. 2021 (\"Deep Reinforcement Learning at "
@@ -101,7 +101,7 @@ def _config_table(doc: Doc, configs: list[tuple[int, Mapping[str, Any]]]) -> str
                          _per_seed(doc, i, c, key)])
             first = False
     return join("Test scores of each configuration across its training seeds (every number "
-                f"from `{SWEEP}`; for episodes with contact the worst seed is the highest):",
+                f"from `{SWEEP}`; for {LOWER} the worst seed is the highest):",
                 table(header, rows), _oracle(doc))
 
 
