@@ -10,6 +10,9 @@ conversion inside the timed call, with one thread (torch and ONNX Runtime):
 - torchscript: the same graph traced to TorchScript;
 - onnxruntime: the exported ONNX model in an InferenceSession.
 
+A recurrent policy's runners each carry their LSTM state from call to call, as a robot would
+(the frames play as one long episode), so the figures include the state's feed-back.
+
 `bench_loop` runs `policies.deploy.loop.run_deploy` at each rate, first on an otherwise idle
 machine and then with one CPU-burning process (`python -c "while True: pass"`) on the other core.
 """
@@ -74,24 +77,37 @@ def _runners(target: str | os.PathLike, frames: np.ndarray,
     ts_r = export_policy(target, "torchscript", out=folder / "policy.ts", check_obs=frames)
     scripted = load_torchscript(ts_r["path"])
     onnx_policy = OnnxPolicy(onnx_r["path"], threads=1)
+    sb3_state: list[Any] = [None]  # SB3's predict takes and returns the state (None: none)
 
     def sb3(frame: np.ndarray) -> Any:
-        return loaded.policy.predict(frame.transpose(2, 0, 1), deterministic=True)
+        action, sb3_state[0] = loaded.policy.predict(frame.transpose(2, 0, 1),
+                                                     state=sb3_state[0], deterministic=True)
+        return action
 
-    def eager(frame: np.ndarray) -> Any:
-        with torch.no_grad():
-            return actor(torch.from_numpy(frame[None]))
+    def carrying(module: Callable[..., Any]) -> Callable[[np.ndarray], Any]:
+        """Batch-1 calls of the export graph `module`, its LSTM state fed back if it has one."""
+        state: list[torch.Tensor] = []
 
-    def traced(frame: np.ndarray) -> Any:
-        with torch.no_grad():
-            return scripted(torch.from_numpy(frame[None]))
+        def call(frame: np.ndarray) -> Any:
+            image = torch.from_numpy(frame[None])
+            with torch.no_grad():
+                if actor.lstm is None:
+                    return module(image)
+                if not state:
+                    state.extend(torch.zeros(actor.lstm.num_layers, 1, actor.lstm.hidden_size)
+                                 for _ in range(2))
+                out, *state[:] = module(image, *state)
+                return out
+
+        return call
 
     def ort(frame: np.ndarray) -> Any:
         return onnx_policy.forward(frame[None])
 
     parity = {fmt: {k: r[k] for k in ("max_abs_diff", "action_agreement")}
               for fmt, r in (("onnx", onnx_r), ("torchscript", ts_r))}
-    runners = {"sb3_predict": sb3, "torch": eager, "torchscript": traced, "onnxruntime": ort}
+    runners = {"sb3_predict": sb3, "torch": carrying(actor), "torchscript": carrying(scripted),
+               "onnxruntime": ort}
     return runners, {"parity": parity, "arch": loaded.meta.arch.as_dict(),
                      "image_shape": list(frames.shape[1:])}
 
@@ -109,7 +125,7 @@ def bench_infer(target: str | os.PathLike, n: int = 2000, warmup: int = 200) -> 
         "warmup", "threads", "machine"}.
     """
     loaded = load_checkpoint(target)
-    frames = record_observations(loaded)
+    frames, _ = record_observations(loaded)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -87,7 +87,7 @@ class PolicyAgent:
         self.deterministic = deterministic
 
     def reset(self, info: dict) -> None:
-        pass
+        self.loaded.reset()  # a recurrent policy starts every episode from the zero state
 
     def act(self, obs: Any, info: dict) -> Any:
         action = self.loaded.predict(obs, self.deterministic)

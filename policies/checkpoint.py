@@ -22,6 +22,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from sb3_contrib.common.recurrent.policies import (
+    RecurrentActorCriticCnnPolicy,
+    RecurrentActorCriticPolicy,
+)
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy
 
 import rundir
@@ -32,8 +36,8 @@ FORMAT = "embodied-policy-v1"
 CHECKPOINT_NAME = rundir.POLICY_FILE
 
 __all__ = ["CHECKPOINT_NAME", "FORMAT", "CheckpointError", "CheckpointMeta", "LoadedPolicy",
-           "build_policy", "file_sha256", "load_checkpoint", "policy_kwargs",
-           "resolve_checkpoint", "save_checkpoint"]
+           "build_policy", "file_sha256", "is_recurrent", "load_checkpoint", "policy_kwargs",
+           "resolve_checkpoint", "save_checkpoint", "zero_state"]
 
 
 # ---------------------------------------------------------------------------- the network
@@ -60,10 +64,32 @@ def _space_to_json(space: gym.Space) -> dict:
 
 def build_policy(observation_space: gym.Space, action_space: gym.Space,
                  arch: Mapping[str, Any]) -> ActorCriticPolicy:
-    """A fresh SB3 camera policy (channel-first image observations)."""
+    """A fresh SB3 camera policy (channel-first image observations).
+
+    With `arch["lstm_hidden"] > 0` it is sb3-contrib's `RecurrentActorCriticCnnPolicy`: the
+    same CNN, then an LSTM for the actor only (the critic reads the features through a linear
+    layer), then the same MLP heads.
+    """
     kwargs = policy_kwargs(arch["features_dim"], tuple(arch["channels"]),
                            tuple(arch["net_arch"]))
+    lstm_hidden = int(arch.get("lstm_hidden", 0))
+    if lstm_hidden > 0:
+        return RecurrentActorCriticCnnPolicy(observation_space, action_space, lambda _: 0.0,
+                                             lstm_hidden_size=lstm_hidden,
+                                             enable_critic_lstm=False, **kwargs)
     return ActorCriticCnnPolicy(observation_space, action_space, lambda _: 0.0, **kwargs)
+
+
+def is_recurrent(policy: ActorCriticPolicy) -> bool:
+    """Whether `policy` carries an LSTM state from step to step."""
+    return isinstance(policy, RecurrentActorCriticPolicy)
+
+
+def zero_state(policy: ActorCriticPolicy, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The LSTM's (hidden, cell) state at the start of an episode, for `batch` envs."""
+    layers, _, hidden = policy.lstm_hidden_state_shape
+    zeros = torch.zeros((layers, batch, hidden), device=policy.device)
+    return zeros, zeros.clone()
 
 
 # ---------------------------------------------------------------------------- files
@@ -127,16 +153,30 @@ def resolve_checkpoint(target: str | os.PathLike) -> Path:
 
 @dataclass
 class LoadedPolicy:
-    """A camera policy ready to act on (H, W, C) uint8 observations."""
+    """A camera policy ready to act on (H, W, C) uint8 observations.
+
+    A recurrent policy keeps its LSTM state here between `predict` calls: call `reset()` at
+    the start of every episode (a feed-forward policy ignores it).
+    """
 
     policy: ActorCriticPolicy
     meta: CheckpointMeta | None
     """What its checkpoint says; None for a policy still in training."""
     path: Path
+    state: tuple[torch.Tensor, torch.Tensor] | None = None
+    """A recurrent policy's LSTM state after the last `predict` (None: an episode starts)."""
 
     @property
     def continuous(self) -> bool:
         return isinstance(self.policy.action_space, gym.spaces.Box)
+
+    @property
+    def recurrent(self) -> bool:
+        return is_recurrent(self.policy)
+
+    def reset(self) -> None:
+        """Forget the episode so far: the next `predict` starts from the zero state."""
+        self.state = None
 
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         """Actions for a batch (N, H, W, C) or a single (H, W, C) observation."""
@@ -145,7 +185,16 @@ class LoadedPolicy:
         chw = torch.as_tensor(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)),
                               device=self.policy.device)
         with torch.no_grad():
-            actions = self.policy._predict(chw, deterministic).cpu().numpy()
+            if self.recurrent:
+                if self.state is None or self.state[0].shape[1] != len(batch):
+                    self.state = zero_state(self.policy, len(batch))
+                # the state is zeroed by reset(), so no step here is flagged as a start
+                starts = torch.zeros(len(batch), device=self.policy.device)
+                actions, self.state = self.policy._predict(chw, self.state, starts,
+                                                           deterministic)
+                actions = actions.cpu().numpy()
+            else:
+                actions = self.policy._predict(chw, deterministic).cpu().numpy()
         if self.continuous:
             actions = np.clip(actions, -1.0, 1.0)
         return actions[0] if single else actions

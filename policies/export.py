@@ -11,6 +11,15 @@ Inside: permute to (N, C, H, W), float, / 255 (what SB3 does before the CNN), fe
 MLP, action head and, for continuous actions, the clip that SB3 applies in `predict` outside
 the network (an export of the bare network would drop it). The value head is left out.
 
+A recurrent policy (`arch.lstm_hidden > 0`) carries its LSTM state as explicit tensors, so the
+runtime owns it and the graph stays a pure function:
+
+    inputs  "image", "lstm_h", "lstm_c"             state float32 (layers, N, hidden)
+    outputs "logits" | "action", "lstm_h_out", "lstm_c_out"
+
+The caller feeds each step's output state into the next step and zeros at an episode's first
+frame (`OnnxPolicy` does both: `reset()` at episode start, `forward` carries the state).
+
 ONNX models carry the checkpoint's metadata (env config, frame stack, spaces) in
 `metadata_props["embodied_meta"]`, so a deployment needs the .onnx file alone, and the SHA-256
 of the checkpoint file they were exported from in `metadata_props["checkpoint_sha256"]`, so a
@@ -19,7 +28,9 @@ deployment can tell whether the model still is that checkpoint.
 Parity: the exported model and the PyTorch policy are run on the same observations (frames
 recorded by rolling the env with the policy, or ones passed in) and compared: the largest
 absolute difference of the outputs and the fraction of observations on which both choose the
-same action. The result is returned and written next to the model as `<stem>.parity.json`,
+same action. A recurrent policy is compared step by step over whole recorded episodes, each
+side carrying its own state from the episode's first frame, so a state that drifts shows.
+The result is returned and written next to the model as `<stem>.parity.json`,
 one entry per format (policy.onnx and policy.ts share the stem `policy`).
 """
 
@@ -47,6 +58,7 @@ from policies.checkpoint import (
     file_sha256,
     load_checkpoint,
     resolve_checkpoint,
+    zero_state,
 )
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts"}
@@ -54,6 +66,10 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".ts"}
 
 OPSET = 17
 INPUT_NAME = "image"
+STATE_INPUTS = ("lstm_h", "lstm_c")
+"""A recurrent model's state inputs: the LSTM's hidden and cell state (layers, N, hidden)."""
+STATE_OUTPUTS = ("lstm_h_out", "lstm_c_out")
+"""...and the state after the step, to feed back in at the next one."""
 META_KEY = "embodied_meta"
 """ONNX `metadata_props` key holding the checkpoint metadata as JSON."""
 CHECKPOINT_SHA_KEY = "checkpoint_sha256"
@@ -75,7 +91,8 @@ class ExportError(ValueError):
 
 
 class ExportedActor(nn.Module):
-    """uint8 (N, H, W, C) image -> logits (N, n_actions) or clipped mean action (N, 2).
+    """uint8 (N, H, W, C) image -> logits (N, n_actions) or clipped mean action (N, 2); for a
+    recurrent policy (image, h, c) -> (output, h', c').
 
     Shares its layers with the SB3 policy it wraps (no copy of the weights).
     """
@@ -89,19 +106,25 @@ class ExportedActor(nn.Module):
         self.features = policy.pi_features_extractor
         self.mlp = policy.mlp_extractor
         self.head = policy.action_net
+        self.lstm = policy.lstm_actor if loaded.recurrent else None
         self.scale = 1.0 / 255.0 if policy.normalize_images else 1.0
         self.continuous = loaded.continuous
         space = policy.action_space
         self.low = float(np.min(space.low)) if self.continuous else 0.0
         self.high = float(np.max(space.high)) if self.continuous else 0.0
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, *state: torch.Tensor
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = image.permute(0, 3, 1, 2).float() * self.scale
-        out = self.head(self.mlp.forward_actor(self.features(x)))
+        features = self.features(x)
+        if self.lstm is not None:
+            sequence, (h, c) = self.lstm(features.unsqueeze(0), state)
+            features = sequence.squeeze(0)
+        out = self.head(self.mlp.forward_actor(features))
         if self.continuous:
             # SB3 clips in predict(), outside the network; ONNX would otherwise drop it.
             out = torch.clamp(out, self.low, self.high)
-        return out
+        return (out, h, c) if self.lstm is not None else out
 
 
 def output_name(continuous: bool) -> str:
@@ -113,8 +136,12 @@ def actions_from_outputs(outputs: np.ndarray, continuous: bool) -> np.ndarray:
     return outputs if continuous else np.argmax(outputs, axis=1)
 
 
-def reference_outputs(loaded: LoadedPolicy, obs_hwc: np.ndarray) -> np.ndarray:
+def reference_outputs(loaded: LoadedPolicy, obs_hwc: np.ndarray,
+                      starts: np.ndarray | None = None) -> np.ndarray:
     """The PyTorch policy's outputs on (N, H, W, C) uint8, through SB3's own preprocessing.
+
+    A recurrent policy takes the N frames as consecutive steps, through sb3-contrib's own
+    sequence code, its state zeroed at the first frame and wherever `starts` (N,) is true.
 
     Returns:
         (N, A) float32: raw logits (discrete) or the mean action clipped to the action space.
@@ -124,6 +151,11 @@ def reference_outputs(loaded: LoadedPolicy, obs_hwc: np.ndarray) -> np.ndarray:
                           device=policy.device)
     with torch.no_grad():
         features = policy.extract_features(chw, policy.pi_features_extractor)
+        if loaded.recurrent:
+            flags = np.zeros(len(chw), np.float32) if starts is None else starts.astype(np.float32)
+            features, _ = policy._process_sequence(
+                features, zero_state(policy, 1), torch.as_tensor(flags, device=policy.device),
+                policy.lstm_actor)
         out = policy.action_net(policy.mlp_extractor.forward_actor(features)).cpu().numpy()
     if loaded.continuous:
         space = policy.action_space
@@ -135,27 +167,35 @@ def reference_outputs(loaded: LoadedPolicy, obs_hwc: np.ndarray) -> np.ndarray:
 
 
 def record_observations(loaded: LoadedPolicy, steps: int = PARITY_STEPS,
-                        seed: int = PARITY_SEED) -> np.ndarray:
-    """Roll the policy in its own env for `steps` control steps and keep every observation.
+                        seed: int = PARITY_SEED, whole_episodes: bool = False
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Roll the policy in its own env for `steps` control steps and keep every observation;
+    with `whole_episodes`, on until the episode under way at `steps` ends.
 
     Returns:
-        (steps, H, W, C) uint8, frame-stacked as the policy sees them.
+        (n, H, W, C) uint8 frames, frame-stacked as the policy sees them, and (n,) bool: the
+        frame is an episode's first.
     """
     env = make_env(_meta(loaded).env_config(), loaded.continuous)
-    frames, episodes = [], 0
+    frames, starts, episodes = [], [], 0
     try:
         obs, _ = env.reset(seed=seed)
-        for _ in range(steps):
+        loaded.reset()
+        start = True
+        while len(frames) < steps or (whole_episodes and not start):
             frames.append(obs)
+            starts.append(start)
             action = loaded.predict(obs)
             obs, _, terminated, truncated, _ = env.step(
                 action if loaded.continuous else int(action))
-            if terminated or truncated:
+            start = terminated or truncated
+            if start:
                 episodes += 1
                 obs, _ = env.reset(seed=seed + episodes)
+                loaded.reset()
     finally:
         env.close()
-    return np.stack(frames)
+    return np.stack(frames), np.array(starts)
 
 
 def _meta(loaded: LoadedPolicy) -> CheckpointMeta:
@@ -204,22 +244,39 @@ def _quiet_deprecations() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
+        # Said of every LSTM export; it concerns models whose initial state is not an input,
+        # and a recurrent model here takes its state as inputs.
+        warnings.filterwarnings("ignore", message="Exporting a model to ONNX with a batch_size")
+        # The LSTM's own shape checks, constant for one model, are what tracing warns about.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         yield
 
 
 # ---------------------------------------------------------------------------- writers
 
 
-def _write_onnx(actor: ExportedActor, example: torch.Tensor, meta: CheckpointMeta,
+def _example(actor: ExportedActor, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The inputs one step takes: the image, and a recurrent actor's zero state."""
+    if actor.lstm is None:
+        return (image,)
+    shape = (actor.lstm.num_layers, len(image), actor.lstm.hidden_size)
+    return image, torch.zeros(shape), torch.zeros(shape)
+
+
+def _write_onnx(actor: ExportedActor, example: tuple[torch.Tensor, ...], meta: CheckpointMeta,
                 checkpoint_sha256: str, path: Path) -> None:
     out = output_name(actor.continuous)
+    inputs, outputs = [INPUT_NAME], [out]
+    axes = {INPUT_NAME: {0: "batch"}, out: {0: "batch"}}
+    if actor.lstm is not None:
+        inputs, outputs = inputs + list(STATE_INPUTS), outputs + list(STATE_OUTPUTS)
+        axes.update({name: {1: "batch"} for name in STATE_INPUTS + STATE_OUTPUTS})
 
     def write(tmp: Path) -> None:
         with _quiet_deprecations():
             torch.onnx.export(
-                actor, (example,), str(tmp), dynamo=False, opset_version=OPSET,
-                input_names=[INPUT_NAME], output_names=[out],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, out: {0: "batch"}})
+                actor, example, str(tmp), dynamo=False, opset_version=OPSET,
+                input_names=inputs, output_names=outputs, dynamic_axes=axes)
         model = onnx.load(str(tmp))
         for key, value in ((META_KEY, meta.to_json()), (CHECKPOINT_SHA_KEY, checkpoint_sha256)):
             entry = model.metadata_props.add()
@@ -230,10 +287,11 @@ def _write_onnx(actor: ExportedActor, example: torch.Tensor, meta: CheckpointMet
     rundir.atomic_write(path, write)
 
 
-def _write_torchscript(actor: ExportedActor, example: torch.Tensor, path: Path) -> None:
+def _write_torchscript(actor: ExportedActor, example: tuple[torch.Tensor, ...],
+                       path: Path) -> None:
     def write(tmp: Path) -> None:
         with _quiet_deprecations():
-            torch.jit.save(torch.jit.trace(actor, (example,), check_trace=False), str(tmp))
+            torch.jit.save(torch.jit.trace(actor, example, check_trace=False), str(tmp))
 
     rundir.atomic_write(path, write)
 
@@ -244,12 +302,31 @@ def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
         return torch.jit.load(str(path), map_location="cpu")
 
 
-def _run_exported(fmt: str, path: Path, obs: np.ndarray) -> np.ndarray:
+def _run_exported(fmt: str, path: Path, obs: np.ndarray, actor: ExportedActor,
+                  starts: np.ndarray) -> np.ndarray:
+    """The exported model's outputs on `obs`: one batch for a feed-forward model; a recurrent
+    one steps through the frames, feeding its state back and zeroing it at `starts`."""
     if fmt == "onnx":
-        return OnnxPolicy(path).forward(obs)
+        model = OnnxPolicy(path)
+        if actor.lstm is None:
+            return model.forward(obs)
+        outputs = []
+        for frame, start in zip(obs, starts):
+            if start:
+                model.reset()
+            outputs.append(model.forward(frame[None])[0])
+        return np.stack(outputs)
     module = load_torchscript(path)
     with torch.no_grad():
-        return module(torch.from_numpy(obs)).numpy()
+        if actor.lstm is None:
+            return module(torch.from_numpy(obs)).numpy()
+        outputs, state = [], ()
+        for frame, start in zip(obs, starts):
+            if start:
+                state = _example(actor, torch.from_numpy(frame[None]))[1:]
+            out, *state = module(torch.from_numpy(frame[None]), *state)
+            outputs.append(out[0].numpy())
+        return np.stack(outputs)
 
 
 def parity(reference: np.ndarray, exported: np.ndarray, continuous: bool) -> dict[str, float]:
@@ -272,8 +349,10 @@ def export_policy(target: str | os.PathLike, fmt: str = "onnx",
         fmt: "onnx" (opset 17, dynamic batch axis) or "torchscript" (traced).
         out: output file; default `policy.onnx` / `policy.ts` in the run directory (or in the
             checkpoint's folder when `target` is a file).
-        check_obs: uint8 (N, H, W, C) observations for the parity check; default: the frames of
-            a `PARITY_STEPS`-step rollout of the policy in its own env.
+        check_obs: uint8 (N, H, W, C) observations for the parity check (one episode from its
+            first frame, for a recurrent policy); default: the frames of a
+            `PARITY_STEPS`-step rollout of the policy in its own env (whole episodes, for a
+            recurrent policy).
 
     Returns:
         {"format", "path", "parity_path", "checkpoint", "checkpoint_sha256" (of the
@@ -295,18 +374,22 @@ def export_policy(target: str | os.PathLike, fmt: str = "onnx",
     loaded = load_checkpoint(checkpoint)
     meta = _meta(loaded)
     if check_obs is None:
-        obs, source = record_observations(loaded), f"rollout of {PARITY_STEPS} steps"
+        obs, starts = record_observations(loaded, whole_episodes=loaded.recurrent)
+        source = (f"rollout of {int(starts.sum())} whole episodes, {len(obs)} steps"
+                  if loaded.recurrent else f"rollout of {PARITY_STEPS} steps")
     else:
         obs, source = _check_obs(check_obs, meta), "given"
+        starts = np.arange(len(obs)) == 0
     actor = ExportedActor(loaded).eval()
-    example = torch.from_numpy(obs[:1])
+    example = _example(actor, torch.from_numpy(obs[:1]))
     if fmt == "onnx":
         _write_onnx(actor, example, meta, checkpoint_sha256, path)
     else:
         _write_torchscript(actor, example, path)
-    # The whole batch in one call also exercises the dynamic batch axis.
-    result = parity(reference_outputs(loaded, obs), _run_exported(fmt, path, obs),
-                    loaded.continuous)
+    # A feed-forward model takes the whole batch in one call, which also exercises the
+    # dynamic batch axis.
+    result = parity(reference_outputs(loaded, obs, starts),
+                    _run_exported(fmt, path, obs, actor, starts), loaded.continuous)
     h, w, c = meta.image_shape
     report = {
         "format": fmt,
@@ -318,6 +401,9 @@ def export_policy(target: str | os.PathLike, fmt: str = "onnx",
         "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["N", h, w, c]},
         "output": {"name": output_name(loaded.continuous), "dtype": "float32",
                    "shape": ["N", meta.n_outputs]},
+        "state": ({"inputs": list(STATE_INPUTS), "outputs": list(STATE_OUTPUTS),
+                   "dtype": "float32", "shape": [1, "N", meta.arch.lstm_hidden]}
+                  if loaded.recurrent else None),
         "continuous": loaded.continuous,
         "n_obs": int(len(obs)),
         "obs_source": source,
@@ -354,6 +440,9 @@ def ort_session(path: str | os.PathLike, threads: int = 1) -> ort.InferenceSessi
 class OnnxPolicy:
     """An exported policy under ONNX Runtime (CPU, 1 intra-op thread by default).
 
+    A recurrent model's LSTM state lives here: `forward` feeds it in and keeps what comes
+    out; call `reset()` at the start of every episode (a feed-forward model ignores it).
+
     Args:
         path: an .onnx file written by `export_policy`.
     """
@@ -374,10 +463,25 @@ class OnnxPolicy:
         self.continuous = self.meta.continuous
         self.output_name = output_name(self.continuous)
         self.image_shape = self.meta.image_shape
+        self.recurrent = self.meta.arch.recurrent
+        self.state: tuple[np.ndarray, np.ndarray] | None = None
+        """The LSTM state after the last `forward` (None: the next frame starts an episode)."""
+
+    def reset(self) -> None:
+        """The next `forward` starts an episode: its state is zero."""
+        self.state = None
 
     def forward(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, C) -> float32 (N, A) logits or clipped actions."""
-        return self.session.run([self.output_name], {INPUT_NAME: images})[0]
+        if not self.recurrent:
+            return self.session.run([self.output_name], {INPUT_NAME: images})[0]
+        if self.state is None or self.state[0].shape[1] != len(images):
+            zeros = np.zeros((1, len(images), self.meta.arch.lstm_hidden), np.float32)
+            self.state = (zeros, zeros.copy())
+        feeds = {INPUT_NAME: images, **dict(zip(STATE_INPUTS, self.state))}
+        out, h, c = self.session.run([self.output_name, *STATE_OUTPUTS], feeds)
+        self.state = (h, c)
+        return out
 
     def act(self, image_hwc: np.ndarray) -> int | np.ndarray:
         """One uint8 (H, W, C) image -> a discrete action index or a (2,) float32 action."""

@@ -93,15 +93,24 @@ def _mapping(source: Any, data: Mapping[str, Any], field: str, keys: tuple[str, 
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """The camera network: CNN channels, feature size and the policy/value MLP widths."""
+    """The camera network: CNN channels, feature size, the LSTM between the CNN and the
+    actor's MLP (0: none, a feed-forward policy) and the policy/value MLP widths."""
 
     features_dim: int
     channels: tuple[int, int, int]
     net_arch: tuple[int, ...]
+    lstm_hidden: int = 0
+
+    @property
+    def recurrent(self) -> bool:
+        return self.lstm_hidden > 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"features_dim": self.features_dim, "channels": list(self.channels),
+        spec = {"features_dim": self.features_dim, "channels": list(self.channels),
                 "net_arch": list(self.net_arch)}
+        if self.recurrent:  # feed-forward checkpoints keep the first release's metadata
+            spec["lstm_hidden"] = self.lstm_hidden
+        return spec
 
     def parameter_count(self, image_chw: tuple[int, int, int], n_outputs: int) -> int:
         """Weights of the SB3 policy this spec builds on (C, H, W) images, counted without
@@ -112,12 +121,20 @@ class ArchSpec:
             total += c_in * c_out * k * k + c_out
             h, w, c_in = (h - k) // s + 1, (w - k) // s + 1, c_out
         total += c_in * h * w * self.features_dim + self.features_dim
+        first = self.features_dim
+        if self.recurrent:
+            # the actor's LSTM (two bias vectors per gate), and the critic's linear layer from
+            # the features to the LSTM's width (sb3-contrib, no critic LSTM)
+            hid = self.lstm_hidden
+            total += 4 * (self.features_dim * hid + hid * hid + 2 * hid)
+            total += self.features_dim * hid + hid
+            first = hid
         for _ in ("pi", "vf"):
-            size = self.features_dim
+            size = first
             for units in self.net_arch:
                 total += size * units + units
                 size = units
-        size = self.net_arch[-1] if self.net_arch else self.features_dim
+        size = self.net_arch[-1] if self.net_arch else first
         return total + (size + 1) * n_outputs + (size + 1) + (n_outputs if n_outputs == 2 else 0)
 
 
@@ -294,8 +311,11 @@ def _getattr_path(obj: Any, dotted: str) -> Any:
 
 
 def _arch(source: Any, data: Mapping[str, Any]) -> ArchSpec:
-    raw = _mapping(source, data, "arch", ("features_dim", "channels", "net_arch"))
+    raw = _mapping(source, data, "arch", ("features_dim", "channels", "net_arch",
+                                          "lstm_hidden"))
     features = _int(source, raw, "features_dim", 1, MAX_FEATURES, "arch.features_dim")
+    lstm = (_int(source, raw, "lstm_hidden", 0, MAX_HIDDEN_UNITS, "arch.lstm_hidden")
+            if "lstm_hidden" in raw else 0)
     lists = {}
     for key, low_len, high_len, high in (("channels", 3, 3, MAX_CONV_CHANNELS),
                                          ("net_arch", 0, MAX_HIDDEN_LAYERS, MAX_HIDDEN_UNITS)):
@@ -307,7 +327,7 @@ def _arch(source: Any, data: Mapping[str, Any]) -> ArchSpec:
         items = {str(i): v for i, v in enumerate(value)}
         lists[key] = tuple(_int(source, items, str(i), 1, high, f"arch.{key}[{i}]")
                            for i in range(len(value)))
-    return ArchSpec(features, lists["channels"], lists["net_arch"])
+    return ArchSpec(features, lists["channels"], lists["net_arch"], lstm)
 
 
 def _facts(source: Any, data: Mapping[str, Any]) -> dict[str, Any]:

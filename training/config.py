@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from envs.config import ConfigError, EnvConfig, from_dict
+from policies.metadata import ArchSpec
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 METHODS = ("distill", "ppo")
@@ -29,6 +30,10 @@ class ArchConfig:
     """Channels of the three conv layers."""
     net_arch: tuple[int, ...] = (128,)
     """Hidden layers of the policy and value heads."""
+    lstm_hidden: int = 0
+    """Width of an LSTM between the CNN and the actor's MLP (sb3-contrib's recurrent policy):
+    a student with memory of what it saw earlier in the episode. 0: a feed-forward student.
+    Distillation only (pixel PPO and the fine-tune train feed-forward networks)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,13 @@ class DistillConfig:
     augment_colour: bool = True
     """Colour augmentation that keeps the red goal red (see distill.colour_jitter); applies
     when the camera frame is RGB only (no depth or segmentation channels)."""
+    sequence_length: int = 32
+    """Recurrent student (`arch.lstm_hidden > 0`): consecutive frames of one env per training
+    sequence (truncated backpropagation through time); batch_size // sequence_length
+    sequences per gradient step."""
+    burn_in: int = 8
+    """Recurrent student: leading frames of each sequence that only warm up the LSTM's state
+    from zero and carry no loss (a sequence starts mid-episode with no stored state)."""
 
 
 @dataclass(frozen=True)
@@ -215,6 +227,18 @@ class TrainConfig:
                 f.teacher_batch_size < 1 or f.ent_coef < 0:
             raise ConfigError("finetune: budget_share must be in (0, 1), learning_rate > 0, "
                               "teacher_batch_size >= 1 and ent_coef >= 0")
+        if self.arch.lstm_hidden < 0:
+            raise ConfigError("arch.lstm_hidden: must be >= 0 (0 = feed-forward)")
+        if self.arch.lstm_hidden and (self.method != "distill" or self.finetune.timesteps):
+            raise ConfigError("arch.lstm_hidden: a recurrent student is trained by distillation "
+                              "only; use method=distill and finetune.timesteps=0, or "
+                              "arch.lstm_hidden=0")
+        d = self.distill
+        # Sequence windows only exist for a recurrent student; a feed-forward one samples frames.
+        if self.arch.lstm_hidden and not 0 <= d.burn_in < d.sequence_length <= d.batch_size:
+            raise ConfigError("distill: a recurrent student needs 0 <= burn_in < "
+                              "sequence_length <= batch_size, got "
+                              f"{d.burn_in}, {d.sequence_length}, {d.batch_size}")
         if self.distill.augment_shift_px < 0:
             raise ConfigError("distill.augment_shift_px: must be >= 0")
         if self.time_budget_s < 0:
@@ -368,5 +392,10 @@ def _frame_stack_in_env(data: dict[str, Any]) -> dict[str, Any]:
 
 def arch_dict(cfg: TrainConfig) -> dict[str, Any]:
     """The network description stored in checkpoints."""
-    return {"features_dim": cfg.arch.features_dim, "channels": list(cfg.arch.channels),
-            "net_arch": list(cfg.arch.net_arch)}
+    return student_arch(cfg).as_dict()
+
+
+def student_arch(cfg: TrainConfig) -> ArchSpec:
+    """The camera network of this config, as checkpoints describe it."""
+    a = cfg.arch
+    return ArchSpec(a.features_dim, tuple(a.channels), tuple(a.net_arch), a.lstm_hidden)

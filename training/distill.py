@@ -7,7 +7,11 @@ Read top to bottom:
    teacher, then a linearly decaying teacher share beta), every frame labelled with the
    teacher's action for that state, computed in the env's worker process.
 3. Aggregate the labelled frames and fit the student by cross-entropy (discrete) or MSE
-   on the mean action (continuous, `continuous=true`) on random-shift augmented images.
+   on the mean action (continuous, `continuous=true`) on random-shift augmented images. A
+   recurrent student (`arch.lstm_hidden > 0`) carries its LSTM state per env while it drives
+   and is fitted on windows of consecutive frames of one env, from the zero state, the first
+   `distill.burn_in` frames of a window warming the state up without loss (truncated
+   backpropagation through time with a burn-in).
 4. Repeat; evaluate on the held-out split and checkpoint through the run's hooks.
 
 The student is an ordinary SB3 `ActorCriticCnnPolicy`, so it saves in the same checkpoint
@@ -25,9 +29,9 @@ import torch.nn.functional as F
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 import rundir
-from policies.checkpoint import build_policy
-from policies.metadata import ArchSpec, CheckpointMeta
-from training.config import TrainConfig
+from policies.checkpoint import build_policy, is_recurrent, zero_state
+from policies.metadata import CheckpointMeta
+from training.config import TrainConfig, student_arch
 from training.experts import ExpertLabel, MLPTeacher
 from training.vec import make_vec_env, running
 
@@ -61,6 +65,62 @@ class FrameBuffer:
     def sample(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
         idx = rng.integers(0, self.size, size=batch)
         return self.obs[idx], self.actions[idx]
+
+
+class SequenceBuffer:
+    """Aggregated (frame, teacher action) pairs kept in each env's time order, for a recurrent
+    student: a ring of `capacity // n_envs` steps of all envs, with the flag that marks an
+    episode's first frame, sampled as windows of consecutive steps of one env."""
+
+    def __init__(self, capacity: int, n_envs: int, obs_shape: tuple[int, ...],
+                 action_shape: tuple[int, ...], action_dtype):
+        self.steps = max(1, capacity // n_envs)
+        self.obs = np.zeros((self.steps, n_envs, *obs_shape), dtype=np.uint8)
+        self.actions = np.zeros((self.steps, n_envs, *action_shape), dtype=action_dtype)
+        self.starts = np.zeros((self.steps, n_envs), dtype=np.float32)
+        self.n_envs, self.filled, self.cursor = n_envs, 0, 0
+
+    @property
+    def size(self) -> int:
+        """Frames held."""
+        return self.filled * self.n_envs
+
+    def flat_actions(self) -> np.ndarray:
+        return self.actions[:self.filled].reshape(-1, *self.actions.shape[2:])
+
+    def add(self, obs: np.ndarray, actions: np.ndarray, starts: np.ndarray) -> None:
+        """One step of every env: (n_envs, ...) frames, labels and episode-start flags."""
+        self.obs[self.cursor], self.actions[self.cursor] = obs, actions
+        self.starts[self.cursor] = starts
+        self.cursor = (self.cursor + 1) % self.steps
+        self.filled = min(self.filled + 1, self.steps)
+
+    def sample(self, rng: np.random.Generator, n_seq: int, length: int, burn_in: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`n_seq` windows of `length` consecutive steps of one env, sequence-major
+        (n_seq * length, ...) as sb3-contrib's LSTM expects them, and which of their steps
+        carry loss (n_seq * length,) bool.
+
+        Every window runs from the zero state with no reset inside (sb3-contrib then runs the
+        whole sequence in one LSTM call instead of step by step), so the steps from the next
+        episode's first frame on carry no loss, nor do the first `burn_in` steps unless the
+        window starts at an episode's first frame (where the zero state is the true one). No
+        window runs across the ring's write position.
+        """
+        length = min(length, self.filled)
+        oldest = self.cursor if self.filled == self.steps else 0
+        first = rng.integers(0, self.filled - length + 1, size=n_seq)
+        t = (oldest + first[:, None] + np.arange(length)[None]) % self.steps
+        env = rng.integers(0, self.n_envs, size=n_seq)[:, None]
+        starts = self.starts[t, env] > 0
+        later = starts.copy()
+        later[:, 0] = False
+        before_next = np.cumsum(later, axis=1) == 0
+        warm = (np.arange(length)[None] >= burn_in) | starts[:, :1]
+        flat = (-1, *self.obs.shape[2:])
+        return (self.obs[t, env].reshape(flat),
+                self.actions[t, env].reshape(-1, *self.actions.shape[2:]),
+                (before_next & warm).reshape(-1))
 
 
 def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator,
@@ -108,6 +168,22 @@ def colour_jitter(images: torch.Tensor, generator: torch.Generator,
     return out.reshape(n, c, h, w)
 
 
+def augment(images: torch.Tensor, n_seq: int, shift_px: int, colour: bool,
+            generator: torch.Generator) -> torch.Tensor:
+    """Random shift and (for RGB frames) colour jitter of a (N, C, H, W) uint8 batch.
+
+    With `n_seq > 1` the batch is `n_seq` sequences of consecutive frames, and every frame of a
+    sequence gets the same shift and colours: a view that jumps from frame to frame is motion
+    the LSTM would have to learn to ignore.
+    """
+    n, c, h, w = images.shape
+    rows = images.reshape(n_seq, (n // n_seq) * c, h, w) if n_seq > 1 else images
+    rows = random_shift(rows, shift_px, generator, groups=n_seq if n_seq > 1 else 16)
+    if colour:
+        rows = colour_jitter(rows, generator)
+    return rows.reshape(n, c, h, w)
+
+
 def class_weights(actions: np.ndarray, n_actions: int) -> torch.Tensor:
     """Per-action loss weights ~ 1/sqrt(frequency) in the buffer, mean 1 over the samples.
 
@@ -124,6 +200,23 @@ def class_weights(actions: np.ndarray, n_actions: int) -> torch.Tensor:
 def imitation_loss(policy: ActorCriticPolicy, obs: torch.Tensor, expert: torch.Tensor,
                    continuous: bool, weights: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, float]:
+    """`distribution_loss` of a feed-forward policy's action distribution on `obs`."""
+    return distribution_loss(policy.get_distribution(obs), expert, continuous, weights)
+
+
+def sequence_imitation_loss(policy: ActorCriticPolicy, obs: torch.Tensor, expert: torch.Tensor,
+                            keep: torch.Tensor, n_seq: int, continuous: bool,
+                            weights: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+    """`distribution_loss` of a recurrent policy over `n_seq` sequence-major sequences, each
+    run from the zero state with no reset inside; only the `keep` steps count."""
+    no_starts = torch.zeros(len(expert), device=expert.device)
+    dist, _ = policy.get_distribution(obs, zero_state(policy, n_seq), no_starts)
+    return distribution_loss(dist, expert, continuous, weights, keep)
+
+
+def distribution_loss(dist, expert: torch.Tensor, continuous: bool,
+                      weights: torch.Tensor | None = None, keep: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, float]:
     """The loss to minimise and how close the student is to the teacher.
 
     Discrete: cross-entropy on the logits (optionally class-weighted) and the fraction of
@@ -132,16 +225,18 @@ def imitation_loss(policy: ActorCriticPolicy, obs: torch.Tensor, expert: torch.T
     the teacher's action under the policy's std with the mean held fixed, so the std settles at
     the residual's scale (what PPO fine-tuning then explores with, rather than SB3's initial
     std of 1 over a [-1, 1] box) without pulling on the mean; the closeness is the mean
-    absolute error of the mean action.
+    absolute error of the mean action. `keep` (bool per row) selects the rows that count.
     """
-    dist = policy.get_distribution(obs)
     if continuous:
         normal = dist.distribution
-        mean = normal.mean
-        std = normal.stddev
+        mean, std = normal.mean, normal.stddev
+        if keep is not None:
+            mean, std, expert = mean[keep], std[keep], expert[keep]
         nll = (0.5 * ((expert - mean.detach()) / std) ** 2 + std.log()).mean()
         return F.mse_loss(mean, expert) + nll, float((mean.detach() - expert).abs().mean())
     logits = dist.distribution.logits
+    if keep is not None:
+        logits, expert = logits[keep], expert[keep]
     loss = F.cross_entropy(logits, expert.long(), weight=weights)
     return loss, float((logits.argmax(1) == expert.long()).float().mean())
 
@@ -162,9 +257,7 @@ def student_meta(cfg: TrainConfig) -> CheckpointMeta:
     Its spaces (channel-first frame-stacked uint8 images; `Discrete(5)` or the (2,) box in
     [-1, 1]) are the ones evaluation and export rebuild the policy with.
     """
-    a = cfg.arch
-    return CheckpointMeta(cfg.env, ArchSpec(a.features_dim, tuple(a.channels), tuple(a.net_arch)),
-                          cfg.continuous)
+    return CheckpointMeta(cfg.env, student_arch(cfg), cfg.continuous)
 
 
 def make_student(cfg: TrainConfig, device: torch.device) -> ActorCriticPolicy:
@@ -204,14 +297,20 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
         if optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
         action_shape = venv.action_space.shape or ()
-        buffer = FrameBuffer(d.buffer_size, (image_shape[2], image_shape[0], image_shape[1]),
-                             action_shape, np.float32 if continuous else np.int64)
+        frame_shape = (image_shape[2], image_shape[0], image_shape[1])
+        action_dtype = np.float32 if continuous else np.int64
+        recurrent = is_recurrent(student)
+        buffer = (SequenceBuffer(d.buffer_size, cfg.n_envs, frame_shape, action_shape,
+                                 action_dtype) if recurrent
+                  else FrameBuffer(d.buffer_size, frame_shape, action_shape, action_dtype))
         # Only for frames that are exactly RGB: depth and segmentation channels are not colours.
         colour = d.augment_colour and cfg.env.observation.image_channels == 3
         rng = np.random.default_rng(cfg.seed + state.iteration)
         gen = torch.Generator().manual_seed(cfg.seed + state.iteration)
         obs = venv.reset()
         expert = np.array([info["expert_action"] for info in venv.reset_infos])
+        starts = np.ones(cfg.n_envs, dtype=np.float32)
+        lstm_state = zero_state(student, cfg.n_envs) if recurrent else None
         steps_per_env = max(1, d.steps_per_iteration // cfg.n_envs)
         while state.timesteps < d.total_timesteps and not hooks.should_stop():
             beta = teacher_share(cfg, state.iteration)
@@ -220,14 +319,23 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
             student.set_training_mode(False)
             for _ in range(steps_per_env):
                 chw = np.ascontiguousarray(obs.transpose(0, 3, 1, 2))
+                images = torch.as_tensor(chw, device=device)
                 with torch.no_grad():
-                    own = student._predict(torch.as_tensor(chw, device=device), True)
+                    if recurrent:
+                        own, lstm_state = student._predict(
+                            images, lstm_state, torch.as_tensor(starts, device=device), True)
+                    else:
+                        own = student._predict(images, True)
                 own = own.cpu().numpy()
                 take_teacher = rng.uniform(size=cfg.n_envs) < beta
                 shape = (-1,) + (1,) * (own.ndim - 1)
                 actions = np.where(take_teacher.reshape(shape), expert, own)
-                buffer.add(chw, expert)
+                if recurrent:
+                    buffer.add(chw, expert, starts)
+                else:
+                    buffer.add(chw, expert)
                 obs, _, dones, infos = venv.step(actions)
+                starts = dones.astype(np.float32)
                 expert = np.array([venv.reset_infos[i]["expert_action"] if dones[i]
                                    else infos[i]["expert_action"] for i in range(cfg.n_envs)])
                 for i in np.flatnonzero(dones):
@@ -244,16 +352,28 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
             for group in optimizer.param_groups:
                 group["lr"] = d.learning_rate * frac
             losses, agreements = [], []
+            labels = buffer.flat_actions() if recurrent else buffer.actions[:buffer.size]
             weights = None if continuous or not d.balance_actions else class_weights(
-                buffer.actions[:buffer.size], venv.action_space.n).to(device)
+                labels, venv.action_space.n).to(device)
+            n_seq = max(1, d.batch_size // d.sequence_length)
             for _ in range(d.grad_steps_per_iteration):
-                batch_obs, batch_act = buffer.sample(rng, d.batch_size)
-                images = random_shift(torch.as_tensor(batch_obs), d.augment_shift_px, gen)
-                if colour:
-                    images = colour_jitter(images, gen)
-                images = images.to(device)
+                if recurrent:
+                    batch_obs, batch_act, batch_keep = buffer.sample(
+                        rng, n_seq, d.sequence_length, d.burn_in)
+                    if not batch_keep.any():  # every window began in a burn-in before a reset
+                        continue
+                else:
+                    batch_obs, batch_act = buffer.sample(rng, d.batch_size)
+                images = augment(torch.as_tensor(batch_obs), n_seq if recurrent else 1,
+                                 d.augment_shift_px, colour, gen).to(device)
                 target = torch.as_tensor(batch_act, device=device)
-                loss, agreement = imitation_loss(student, images, target, continuous, weights)
+                if recurrent:
+                    loss, agreement = sequence_imitation_loss(
+                        student, images, target, torch.as_tensor(batch_keep, device=device),
+                        n_seq, continuous, weights)
+                else:
+                    loss, agreement = imitation_loss(student, images, target, continuous,
+                                                     weights)
                 optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)

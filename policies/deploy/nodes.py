@@ -249,7 +249,9 @@ class PolicyNode(Node):
 
     With frame stacking (k > 1 in the policy's observation config) it stacks frames with the
     same `FrameStack` the training and evaluation envs use: an `/episode_start` message makes
-    the next frame fill the stack, as a reset does there, so no stack mixes two episodes.
+    the next frame fill the stack, as a reset does there, so no stack mixes two episodes. A
+    recurrent policy's LSTM state is zeroed at that same frame, so no episode starts from the
+    memory of the last one.
 
     Samples (after `warmup` frames): per frame the ns spent in conversion, inference, publish
     and the total from the frame's stamp to the command published.
@@ -286,6 +288,8 @@ class PolicyNode(Node):
             raise MessageError(f"Image is {image.shape}; the policy needs {self.frame_shape} "
                                "(resize the camera stream to the training resolution)")
         # Only a frame the policy can use starts the episode's stack (a rejected one does not).
+        if self._episode_start:
+            self.policy.reset()
         stacked = self.stack.reset(image) if self._episode_start else self.stack.push(image)
         self._episode_start = False
         return stacked[None]

@@ -221,7 +221,11 @@ def _d_student(doc: Doc, cmd: Commands) -> str:
     # env.observation.frame_stack; older run configs kept it at the top level
     stack = (doc.value(CONFIG, "env", "observation", "frame_stack")
              or doc.value(CONFIG, "frame_stack") or 1)
-    chosen = (f"this run: frame stack {stack}, class-weighted loss "
+    lstm = doc.value(CONFIG, "arch", "lstm_hidden") or 0
+    memory = (f"an LSTM of {lstm} units between the CNN and the actor, trained on "
+              f"{setting('sequence_length', 0)}-step sequences with {setting('burn_in', 0)} "
+              "burn-in steps" if lstm else "no memory beyond the stack")
+    chosen = (f"this run: frame stack {stack}, {memory}, class-weighted loss "
               f"{'on' if setting('balance_actions', False) else 'off'}, colour augmentation "
               f"{'on' if setting('augment_colour', False) else 'off'}, random shift "
               f"{setting('augment_shift_px', 0)} px.")
