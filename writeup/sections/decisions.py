@@ -239,7 +239,8 @@ def _d_student(doc: Doc, cmd: Commands) -> str:
     return _decision(
         "Making the teacher imitable from pixels", chosen,
         "the plain planner as teacher; a teacher that searches left only until it has first "
-        "seen the goal; an unweighted loss; shift augmentation only; a recurrent student.",
+        "seen the goal; an unweighted loss; shift augmentation only; a recurrent student "
+        "(`arch.lstm_hidden`, an LSTM over the CNN features trained on sequence windows).",
         "a memoryless camera student can only copy what its images determine. A teacher that "
         "remembers having seen the goal labels the same goal-less image \"left\" early and "
         "\"right\" later, and the student dithers between them; the state-only rule (out of view "
@@ -248,7 +249,10 @@ def _d_student(doc: Doc, cmd: Commands) -> str:
         "beacon\" ones. Held-out walls and obstacles have hues the training split never draws; "
         "swapping and rescaling green and blue (red untouched) makes colour useless for "
         "finding them while the red beacon stays the one red thing. Two stacked frames tell "
-        "the student which way it was turning.", measured)
+        "the student which way it was turning. An LSTM remembers further back; over training "
+        "seeds it traded contact for success rather than removing the dithering (the README's "
+        "table of the recipe's routes gives its measured result).",
+        measured)
 
 
 def _d_runtime(doc: Doc, cmd: Commands) -> str:
