@@ -40,6 +40,7 @@ from policies.export import (
     export_policy,
     load_torchscript,
     record_observations,
+    zero_lstm_state,
 )
 
 TARGET_ONNX_P99_MS = 0.3
@@ -94,8 +95,7 @@ def _runners(target: str | os.PathLike, frames: np.ndarray,
                 if actor.lstm is None:
                     return module(image)
                 if not state:
-                    state.extend(torch.zeros(actor.lstm.num_layers, 1, actor.lstm.hidden_size)
-                                 for _ in range(2))
+                    state.extend(zero_lstm_state(actor, 1))
                 out, *state[:] = module(image, *state)
                 return out
 

@@ -255,12 +255,17 @@ def _quiet_deprecations() -> Iterator[None]:
 # ---------------------------------------------------------------------------- writers
 
 
+def zero_lstm_state(actor: ExportedActor, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A recurrent actor's (h, c) state inputs at an episode's first frame."""
+    shape = (actor.lstm.num_layers, batch, actor.lstm.hidden_size)
+    return torch.zeros(shape), torch.zeros(shape)
+
+
 def _example(actor: ExportedActor, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """The inputs one step takes: the image, and a recurrent actor's zero state."""
     if actor.lstm is None:
         return (image,)
-    shape = (actor.lstm.num_layers, len(image), actor.lstm.hidden_size)
-    return image, torch.zeros(shape), torch.zeros(shape)
+    return (image, *zero_lstm_state(actor, len(image)))
 
 
 def _write_onnx(actor: ExportedActor, example: tuple[torch.Tensor, ...], meta: CheckpointMeta,
@@ -323,7 +328,7 @@ def _run_exported(fmt: str, path: Path, obs: np.ndarray, actor: ExportedActor,
         outputs, state = [], ()
         for frame, start in zip(obs, starts):
             if start:
-                state = _example(actor, torch.from_numpy(frame[None]))[1:]
+                state = zero_lstm_state(actor, 1)
             out, *state = module(torch.from_numpy(frame[None]), *state)
             outputs.append(out[0].numpy())
         return np.stack(outputs)
