@@ -37,10 +37,10 @@ from policies.deploy.loop import MACHINE_PACKAGES, run_deploy
 from policies.export import (
     ExportedActor,
     OnnxPolicy,
+    TorchGraphPolicy,
     export_policy,
     load_torchscript,
     record_observations,
-    zero_lstm_state,
 )
 
 TARGET_ONNX_P99_MS = 0.3
@@ -76,7 +76,6 @@ def _runners(target: str | os.PathLike, frames: np.ndarray,
     actor = ExportedActor(loaded).eval()
     onnx_r = export_policy(target, "onnx", out=folder / "policy.onnx", check_obs=frames)
     ts_r = export_policy(target, "torchscript", out=folder / "policy.ts", check_obs=frames)
-    scripted = load_torchscript(ts_r["path"])
     onnx_policy = OnnxPolicy(onnx_r["path"], threads=1)
     sb3_state: list[Any] = [None]  # SB3's predict takes and returns the state (None: none)
 
@@ -85,29 +84,14 @@ def _runners(target: str | os.PathLike, frames: np.ndarray,
                                                      state=sb3_state[0], deterministic=True)
         return action
 
-    def carrying(module: Callable[..., Any]) -> Callable[[np.ndarray], Any]:
-        """Batch-1 calls of the export graph `module`, its LSTM state fed back if it has one."""
-        state: list[torch.Tensor] = []
-
-        def call(frame: np.ndarray) -> Any:
-            image = torch.from_numpy(frame[None])
-            with torch.no_grad():
-                if actor.lstm is None:
-                    return module(image)
-                if not state:
-                    state.extend(zero_lstm_state(actor, 1))
-                out, *state[:] = module(image, *state)
-                return out
-
-        return call
-
-    def ort(frame: np.ndarray) -> Any:
-        return onnx_policy.forward(frame[None])
-
     parity = {fmt: {k: r[k] for k in ("max_abs_diff", "action_agreement")}
               for fmt, r in (("onnx", onnx_r), ("torchscript", ts_r))}
-    runners = {"sb3_predict": sb3, "torch": carrying(actor), "torchscript": carrying(scripted),
-               "onnxruntime": ort}
+    torch_graph = TorchGraphPolicy(actor, actor)
+    traced_graph = TorchGraphPolicy(load_torchscript(ts_r["path"]), actor)
+    runners = {"sb3_predict": sb3,
+               "torch": lambda frame: torch_graph.forward(frame[None]),
+               "torchscript": lambda frame: traced_graph.forward(frame[None]),
+               "onnxruntime": lambda frame: onnx_policy.forward(frame[None])}
     return runners, {"parity": parity, "arch": loaded.meta.arch.as_dict(),
                      "image_shape": list(frames.shape[1:])}
 

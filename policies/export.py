@@ -39,7 +39,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -307,31 +307,54 @@ def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
         return torch.jit.load(str(path), map_location="cpu")
 
 
+class TorchGraphPolicy:
+    """An export graph under PyTorch (the `ExportedActor` or its TorchScript trace), stepped
+    as `OnnxPolicy` is: `forward` feeds a recurrent graph's LSTM state back in and keeps what
+    comes out; `reset()` starts an episode. One stepper, so the export's parity check and
+    the inference benchmark run the same loop.
+
+    Args:
+        module: the graph, called as module(image) or module(image, h, c).
+        actor: the `ExportedActor` it was built from (says whether there is a state, and its
+            shape).
+    """
+
+    def __init__(self, module: Callable[..., Any], actor: ExportedActor) -> None:
+        self.module = module
+        self.actor = actor
+        self.state: list[torch.Tensor] = []
+        """The LSTM (h, c) after the last `forward` (empty: the next frame starts an episode)."""
+
+    def reset(self) -> None:
+        """The next `forward` starts an episode: its state is zero."""
+        self.state = []
+
+    def forward(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, C) -> float32 (N, A) logits or clipped actions."""
+        image = torch.from_numpy(images)
+        with torch.no_grad():
+            if self.actor.lstm is None:
+                return self.module(image).numpy()
+            if not self.state or self.state[0].shape[1] != len(images):
+                self.state = list(zero_lstm_state(self.actor, len(images)))
+            out, *self.state = self.module(image, *self.state)
+            return out.numpy()
+
+
 def _run_exported(fmt: str, path: Path, obs: np.ndarray, actor: ExportedActor,
                   starts: np.ndarray) -> np.ndarray:
     """The exported model's outputs on `obs`: one batch for a feed-forward model; a recurrent
     one steps through the frames, feeding its state back and zeroing it at `starts`."""
-    if fmt == "onnx":
-        model = OnnxPolicy(path)
-        if actor.lstm is None:
-            return model.forward(obs)
-        outputs = []
-        for frame, start in zip(obs, starts):
-            if start:
-                model.reset()
-            outputs.append(model.forward(frame[None])[0])
-        return np.stack(outputs)
-    module = load_torchscript(path)
-    with torch.no_grad():
-        if actor.lstm is None:
-            return module(torch.from_numpy(obs)).numpy()
-        outputs, state = [], ()
-        for frame, start in zip(obs, starts):
-            if start:
-                state = zero_lstm_state(actor, 1)
-            out, *state = module(torch.from_numpy(frame[None]), *state)
-            outputs.append(out[0].numpy())
-        return np.stack(outputs)
+    model = (OnnxPolicy(path) if fmt == "onnx"
+             else TorchGraphPolicy(load_torchscript(path), actor))
+    if actor.lstm is None:
+        return model.forward(obs)
+    outputs = []
+    for frame, start in zip(obs, starts):
+        if start:
+            model.reset()
+        outputs.append(model.forward(frame[None])[0])
+    return np.stack(outputs)
 
 
 def parity(reference: np.ndarray, exported: np.ndarray, continuous: bool) -> dict[str, float]:

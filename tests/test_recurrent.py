@@ -16,6 +16,7 @@ from policies.checkpoint import load_checkpoint
 from policies.deploy.messages import Image, UInt32, image_to_msg
 from policies.deploy.node import Context, Node, SingleThreadedExecutor
 from policies.deploy.nodes import TOPIC_EPISODE, TOPIC_IMAGE, PolicyNode
+from eval.bench_deploy import BACKENDS, _runners, bench_infer
 from policies.export import STATE_INPUTS, OnnxPolicy, export_policy, record_observations
 from policies.metadata import ArchSpec
 from training.config import load_config
@@ -180,6 +181,28 @@ def test_deploy_policy_node_starts_every_episode_from_the_zero_state(recurrent_r
     assert len(states_in) == 8
     assert states_in[0] is None and states_in[4] is None  # zeroed at each episode's first frame
     assert all(s is not None for i, s in enumerate(states_in) if i % 4)
+
+
+def test_inference_benchmark_backends_carry_the_state_and_choose_the_same_actions(
+        recurrent_run: Path, tmp_path: Path):
+    frames, _ = record_observations(load_checkpoint(recurrent_run), steps=12)
+    runners, info = _runners(recurrent_run, frames, tmp_path)
+    actions = {name: [int(np.argmax(np.asarray(runners[name](f)))) if name != "sb3_predict"
+                      else int(runners[name](f)) for f in frames] for name in BACKENDS}
+    assert all(actions[name] == actions["sb3_predict"] for name in BACKENDS), actions
+    assert info["arch"]["lstm_hidden"] == 16
+    # each exported backend carried its state: frame 0 after twelve frames of history is not
+    # frame 0 seen fresh
+    fresh = OnnxPolicy(tmp_path / "policy.onnx").forward(frames[0][None])
+    for name in ("torch", "torchscript", "onnxruntime"):
+        assert not np.allclose(np.asarray(runners[name](frames[0])), fresh, atol=1e-6), name
+
+
+def test_inference_benchmark_times_every_backend_of_a_recurrent_policy(recurrent_run: Path):
+    report = bench_infer(recurrent_run, n=5, warmup=1)
+    assert set(report["backends"]) == set(BACKENDS)
+    assert all(r["p50_ms"] > 0 for r in report["backends"].values())
+    assert report["parity"]["onnx"]["action_agreement"] == 1.0
 
 
 def test_recurrent_run_evaluates_through_the_cli(recurrent_run: Path, tmp_path: Path):
