@@ -12,11 +12,11 @@ import torch
 
 import embodied_cli
 from envs.config import ConfigError
+from eval.bench_deploy import BACKENDS, _runners, bench_infer
 from policies.checkpoint import load_checkpoint
 from policies.deploy.messages import Image, UInt32, image_to_msg
 from policies.deploy.node import Context, Node, SingleThreadedExecutor
 from policies.deploy.nodes import TOPIC_EPISODE, TOPIC_IMAGE, PolicyNode
-from eval.bench_deploy import BACKENDS, _runners, bench_infer
 from policies.export import STATE_INPUTS, OnnxPolicy, export_policy, record_observations
 from policies.metadata import ArchSpec
 from training.config import load_config
