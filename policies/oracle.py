@@ -25,6 +25,14 @@ def heading_error(pose: np.ndarray, target_xy: np.ndarray) -> float:
 TURN_IN_PLACE_RAD = 0.7
 """Heading error (rad) beyond which the discrete oracle turns in place rather than driving."""
 
+ROTATING_RAD = 0.05
+"""Heading change (rad) in one step beyond which the robot counts as rotating, for the
+`search="continue"` teacher: a third of a top-rate turn step, above the jitter of contacts,
+and visible between the two stacked frames a student sees."""
+
+SEARCHES = ("left", "continue")
+"""How a camera-aware teacher turns while the goal is out of the camera's view."""
+
 
 def discrete_action(err: float, turn_in_place_rad: float = TURN_IN_PLACE_RAD,
                     arc_rad: float = 0.2) -> int:
@@ -60,6 +68,14 @@ class Oracle:
     goal-less image "left" early in an episode and "right" later, and a student trained on both
     dithers between them. The plain oracle is the upper reference.
 
+    `search="continue"` changes two things in that rule, both towards what the student's two
+    stacked frames show: "out of view" becomes "not in the camera image" (the env's ray test,
+    `goal_visible` passed to `act`) rather than "outside 0.8 of the field of view", and while
+    the robot is already rotating the search keeps its direction (the map's, when it is not
+    rotating), instead of always turning left. With `"left"`, a robot that has turned right
+    towards its plan's waypoint until the goal left the image is told to turn back left, then
+    right again once the goal shows: labels the student can only imitate by dithering.
+
     With `clearance_m > 0` it plans on a travel cost that rises near obstacles and walls
     (`envs.grid.clearance_cost`), so its paths keep that margin wherever the layout allows:
     a teacher for a student whose imitation is a little off, which then drives down the middle
@@ -69,8 +85,12 @@ class Oracle:
 
     def __init__(self, continuous: bool = False, lookahead_m: float = 0.45,
                  camera_aware: bool = False, fov_margin: float = 0.8,
-                 clearance_m: float = 0.0):
+                 clearance_m: float = 0.0, search: str = "left"):
+        if search not in SEARCHES:
+            raise ValueError(f"search: {search!r}; use one of {SEARCHES}")
         self.continuous = continuous
+        self.search = search
+        self.last_heading = 0.0
         self.clearance_m = clearance_m
         self.lookahead_m = lookahead_m
         self.camera_aware = camera_aware
@@ -95,6 +115,7 @@ class Oracle:
         if not np.isfinite(field[safe.cell(start)]):
             safe, field = grid, self._field(grid, goal)
         self.grid, self.field = safe, field
+        self.last_heading = float(info["pose"][2])
         fov = info.get("scene", {}).get("camera_fov_deg")
         if fov is not None:
             self.half_fov_rad = math.radians(fov) / 2 * self.fov_margin
@@ -104,20 +125,41 @@ class Oracle:
             return distance_field(grid, goal)
         return distance_field(grid, goal, clearance_cost(grid, self.clearance_m))
 
-    def act(self, info: dict):
+    def act(self, info: dict, goal_visible: bool | None = None):
+        """The action for the state in `info`; `goal_visible` (whether the camera image shows
+        the goal) is needed by a camera-aware teacher with `search="continue"`."""
         if self.grid is None:
             raise RuntimeError("call Oracle.reset(reset_info) at the start of each episode")
         pose = np.asarray(info["pose"], dtype=float)
         goal = np.asarray(info["goal"], dtype=float)
+        rotation = (pose[2] - self.last_heading + math.pi) % (2 * math.pi) - math.pi
+        self.last_heading = float(pose[2])
         waypoint = next_waypoint(self.grid, self.field, pose[:2], self.lookahead_m)
         if np.linalg.norm(goal - pose[:2]) < self.lookahead_m:
             waypoint = goal
         err = heading_error(pose, waypoint)
-        if (self.camera_aware and abs(err) > TURN_IN_PLACE_RAD
-                and abs(heading_error(pose, goal)) > self.half_fov_rad):
-            return np.array([0.0, 1.0], dtype=np.float32) if self.continuous else 3
+        if self.camera_aware and abs(err) > TURN_IN_PLACE_RAD:
+            left = self._search_left(pose, goal, err, rotation, goal_visible)
+            if left is not None:
+                if self.continuous:
+                    return np.array([0.0, 1.0 if left else -1.0], dtype=np.float32)
+                return 3 if left else 4
         if self.continuous:
             linear = max(0.0, math.cos(err)) ** 2
             angular = float(np.clip(2.0 * err, -1.0, 1.0))
             return np.array([linear, angular], dtype=np.float32)
         return discrete_action(err)
+
+    def _search_left(self, pose: np.ndarray, goal: np.ndarray, err: float, rotation: float,
+                     goal_visible: bool | None) -> bool | None:
+        """Whether a search turns left (True) or right (False); None: the goal is in view, so
+        the plan steers."""
+        if self.search == "left":
+            return True if abs(heading_error(pose, goal)) > self.half_fov_rad else None
+        if goal_visible is None:
+            raise ValueError('a teacher with search="continue" needs goal_visible in act()')
+        if goal_visible:
+            return None
+        if abs(rotation) > ROTATING_RAD:
+            return rotation > 0
+        return err > 0

@@ -15,6 +15,7 @@ import yaml
 
 from envs.config import ConfigError, EnvConfig, from_dict
 from policies.metadata import ArchSpec
+from policies.oracle import SEARCHES
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 METHODS = ("distill", "ppo")
@@ -73,6 +74,11 @@ class DistillConfig:
     teacher_clearance_m: float = 0.0
     """Margin (m) the oracle teacher's paths keep from obstacles and walls where the layout
     allows (`envs.grid.clearance_cost`); 0 plans the shortest path, as the oracle reference."""
+    teacher_search: str = "left"
+    """How the oracle teacher turns while the goal is out of the camera's view and its plan
+    calls for turning in place (`policies.oracle.Oracle`): left (always left, while the goal
+    is outside 0.8 of the field of view) or continue (on while the image shows no goal, in the
+    direction the robot is already rotating, else the plan's)."""
     teacher_timesteps: int = 150_000
     """Environment steps for a PPO teacher."""
     total_timesteps: int = 120_000
@@ -187,6 +193,9 @@ class TrainConfig:
             raise ConfigError(f"method: unknown method {self.method!r}; use one of {METHODS}")
         if self.distill.teacher not in ("oracle", "ppo"):
             raise ConfigError(f"distill.teacher: {self.distill.teacher!r}; use oracle or ppo")
+        if self.distill.teacher_search not in SEARCHES:
+            raise ConfigError(f"distill.teacher_search: {self.distill.teacher_search!r}; use "
+                              f"one of {', '.join(SEARCHES)}")
         if not 0.0 <= self.distill.teacher_clearance_m <= 1.0:
             raise ConfigError(f"distill.teacher_clearance_m: {self.distill.teacher_clearance_m}"
                               " is outside [0, 1] m; a margin of about 0.2 m suits the arena")

@@ -283,7 +283,8 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
     kind = d.teacher
 
     def wrapper(env):
-        return ExpertLabel(env, kind, teacher, clearance_m=d.teacher_clearance_m)
+        return ExpertLabel(env, kind, teacher, clearance_m=d.teacher_clearance_m,
+                           search=d.teacher_search)
 
     # each (re)start of the collection draws new scenes: a resumed run does not replay its own
     seed = cfg.seed + rundir.SEED_OFFSETS["distill_iteration"] * state.iteration

@@ -50,16 +50,19 @@ class ExpertLabel(gym.Wrapper):
     """Adds `info["expert_action"]`: the teacher's action for the observation just returned."""
 
     def __init__(self, env: gym.Env, teacher: str, mlp: MLPTeacher | None = None,
-                 clearance_m: float = 0.0):
+                 clearance_m: float = 0.0, search: str = "left"):
         super().__init__(env)
         self.teacher = teacher
         self.mlp = mlp
         self.oracle = Oracle(continuous=env.unwrapped.continuous, camera_aware=True,
-                             clearance_m=clearance_m)
+                             clearance_m=clearance_m, search=search)
 
     def _label(self, info: dict):
         if self.teacher == "oracle":
-            return self.oracle.act(info)
+            # the ray test costs a few rays per step, paid only by the teacher that reads it
+            visible = self.env.unwrapped.goal_in_view() if self.oracle.search == "continue" \
+                else None
+            return self.oracle.act(info, visible)
         return self.mlp(teacher_state(self.env))
 
     def reset(self, **kwargs):

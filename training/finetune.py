@@ -148,7 +148,8 @@ def finetune(cfg: TrainConfig, hooks, device: torch.device, run_dir, student,
     kind, clearance = cfg.distill.teacher, cfg.distill.teacher_clearance_m
 
     def wrapper(env):
-        return ExpertLabel(env, kind, teacher, clearance_m=clearance)
+        return ExpertLabel(env, kind, teacher, clearance_m=clearance,
+                           search=cfg.distill.teacher_search)
 
     venv = make_vec_env(cfg.env, cfg.n_envs, cfg.seed + rundir.SEED_OFFSETS["finetune_envs"],
                         hooks.continuous, kind=cfg.vec_env, monitor_dir=hooks.monitor_dir,

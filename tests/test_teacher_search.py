@@ -1,0 +1,100 @@
+"""The camera-aware teacher's search while the goal is out of view: hand-made poses on an empty
+grid, where the plan's direction, the robot's rotation and the goal's visibility are known."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from envs.config import ConfigError
+from policies.oracle import Oracle
+from training.config import load_config
+
+SOUTH = -math.pi / 2
+
+
+def _info(heading: float) -> dict:
+    """An empty 4 m arena, the robot at (-1.5, 0) facing `heading`, the goal at (1.5, 0): facing
+    south, the plan turns left in place (the goal is 90 degrees to the left)."""
+    return {"occupancy": np.ones((40, 40), bool), "grid_half_size_m": 2.0,
+            "grid_resolution_m": 0.1, "goal": np.array([1.5, 0.0]),
+            "pose": np.array([-1.5, 0.0, heading]), "scene": {"camera_fov_deg": 90.0}}
+
+
+def _label(search: str, previous: float, now: float, visible: bool | None) -> int:
+    teacher = Oracle(camera_aware=True, search=search)
+    teacher.reset(_info(previous))
+    return teacher.act(_info(now), visible)
+
+
+def test_continue_keeps_the_rotation_the_frames_show() -> None:
+    # rotating right (heading fell 0.1 rad) with no goal in the image: keep turning right,
+    # although the plan's way round is left
+    assert _label("continue", SOUTH + 0.1, SOUTH, visible=False) == 4
+    # rotating left: left
+    assert _label("continue", SOUTH - 0.1, SOUTH, visible=False) == 3
+
+
+def test_continue_follows_the_plan_when_still_or_when_the_goal_shows() -> None:
+    assert _label("continue", SOUTH, SOUTH, visible=False) == 3  # not rotating: the plan's way
+    assert _label("continue", SOUTH + 0.02, SOUTH, visible=False) == 3  # jitter is not rotation
+    # the image shows the goal: the plan steers (left), whichever way the robot rotated
+    assert _label("continue", SOUTH + 0.1, SOUTH, visible=True) == 3
+
+
+def test_continue_mirrors_for_a_goal_on_the_right() -> None:
+    north = math.pi / 2  # the goal is 90 degrees to the right: the plan turns right
+    assert _label("continue", north, north, visible=False) == 4
+    assert _label("continue", north - 0.1, north, visible=False) == 3  # rotating left: left
+
+
+def test_left_search_turns_left_out_of_view_whatever_the_rotation() -> None:
+    north = math.pi / 2
+    assert _label("left", north + 0.1, north, visible=None) == 3
+    assert _label("left", SOUTH + 0.1, SOUTH, visible=None) == 3
+
+
+def test_continuous_teacher_searches_with_full_angular_command() -> None:
+    teacher = Oracle(continuous=True, camera_aware=True, search="continue")
+    teacher.reset(_info(SOUTH + 0.1))
+    np.testing.assert_allclose(teacher.act(_info(SOUTH), False), [0.0, -1.0])
+
+
+def test_continue_search_needs_the_visibility() -> None:
+    teacher = Oracle(camera_aware=True, search="continue")
+    teacher.reset(_info(SOUTH))
+    with pytest.raises(ValueError, match="goal_visible"):
+        teacher.act(_info(SOUTH))
+
+
+def test_unknown_search_is_a_config_error() -> None:
+    assert load_config("default", ["distill.teacher_search=continue"]) \
+        .distill.teacher_search == "continue"
+    with pytest.raises(ConfigError, match=r"^distill\.teacher_search: 'spiral'; use one of "
+                                          r"left, continue"):
+        load_config("default", ["distill.teacher_search=spiral"])
+    with pytest.raises(ValueError, match="search"):
+        Oracle(search="spiral")
+
+
+def test_expert_label_with_continue_search_drives_to_the_goal() -> None:
+    """The wrapper hands the env's ray test to the teacher; driven by its own labels, the
+    searching teacher reaches held-out goals."""
+    from envs.config import EnvConfig, ObservationConfig
+    from envs.nav_env import CameraNavEnv
+    from training.experts import ExpertLabel
+
+    env = ExpertLabel(CameraNavEnv(EnvConfig(split="heldout", observation=ObservationConfig(
+        camera=False, lidar=True))), "oracle", clearance_m=0.2, search="continue")
+    successes = 0
+    for seed in range(6):
+        _, info = env.reset(seed=seed)
+        done = False
+        while not done:
+            _, _, terminated, truncated, info = env.step(info["expert_action"])
+            done = terminated or truncated
+        successes += info["success"]
+    env.close()
+    assert successes == 6
