@@ -225,7 +225,9 @@ def _d_student(doc: Doc, cmd: Commands) -> str:
     memory = (f"an LSTM of {lstm} units between the CNN and the actor, trained on "
               f"{setting('sequence_length', 0)}-step sequences with {setting('burn_in', 0)} "
               "burn-in steps" if lstm else "no memory beyond the stack")
-    chosen = (f"this run: frame stack {stack}, {memory}, class-weighted loss "
+    chosen = (f"this run: frame stack {stack}, {memory}, "
+              f"{setting('teacher_search', 'left')} search while the goal is out of view, "
+              "class-weighted loss "
               f"{'on' if setting('balance_actions', False) else 'off'}, colour augmentation "
               f"{'on' if setting('augment_colour', False) else 'off'}, random shift "
               f"{setting('augment_shift_px', 0)} px.")
@@ -239,12 +241,16 @@ def _d_student(doc: Doc, cmd: Commands) -> str:
     return _decision(
         "Making the teacher imitable from pixels", chosen,
         "the plain planner as teacher; a teacher that searches left only until it has first "
-        "seen the goal; an unweighted loss; shift augmentation only; a recurrent student "
+        "seen the goal; a search that keeps the way the robot already rotates while the image "
+        "shows no goal (`distill.teacher_search=continue`); an unweighted loss; shift "
+        "augmentation only; a recurrent student "
         "(`arch.lstm_hidden`, an LSTM over the CNN features trained on sequence windows).",
         "a memoryless camera student can only copy what its images determine. A teacher that "
         "remembers having seen the goal labels the same goal-less image \"left\" early and "
         "\"right\" later, and the student dithers between them; the state-only rule (out of view "
-        "and turning in place: turn left) removes that. Searching fills the buffer with "
+        "and turning in place: turn left) removes that; keeping the rotation instead, so that a "
+        "turn towards the plan's waypoint is not reversed once the goal leaves the image, did not "
+        "help the students over seeds. Searching fills the buffer with "
         "\"turn left\" labels, which an unweighted loss lets drown the rare \"drive to the "
         "beacon\" ones. Held-out walls and obstacles have hues the training split never draws; "
         "swapping and rescaling green and blue (red untouched) makes colour useless for "
