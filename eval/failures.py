@@ -46,11 +46,12 @@ existed) is ``unclassified``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
+
+from policies.oracle import wrap_angle
 
 FAILURE_MODES: tuple[str, ...] = (
     "error",
@@ -109,7 +110,7 @@ _FACT_KEYS = ("timed_out", "longest_contact_streak", "turn_in_place_steps",
 
 def _angle_diff(a: float, b: float) -> float:
     """|a - b| wrapped to [0, pi] (rad)."""
-    return abs((a - b + math.pi) % (2 * math.pi) - math.pi)
+    return abs(wrap_angle(a - b))
 
 
 class TrajectoryFacts:

@@ -15,11 +15,15 @@ import numpy as np
 from envs.grid import Grid, clearance_cost, distance_field, next_waypoint
 
 
+def wrap_angle(rad: float) -> float:
+    """The same angle in [-pi, pi)."""
+    return (rad + math.pi) % (2 * math.pi) - math.pi
+
+
 def heading_error(pose: np.ndarray, target_xy: np.ndarray) -> float:
     """Signed angle (rad, in [-pi, pi]) from the robot's heading to the target."""
     d = target_xy - pose[:2]
-    err = math.atan2(d[1], d[0]) - pose[2]
-    return (err + math.pi) % (2 * math.pi) - math.pi
+    return wrap_angle(math.atan2(d[1], d[0]) - pose[2])
 
 
 TURN_IN_PLACE_RAD = 0.7
@@ -133,7 +137,7 @@ class Oracle:
             raise RuntimeError("call Oracle.reset(reset_info) at the start of each episode")
         pose = np.asarray(info["pose"], dtype=float)
         goal = np.asarray(info["goal"], dtype=float)
-        rotation = (pose[2] - self.last_heading + math.pi) % (2 * math.pi) - math.pi
+        rotation = wrap_angle(pose[2] - self.last_heading)
         self.last_heading = float(pose[2])
         waypoint = next_waypoint(self.grid, self.field, pose[:2], self.lookahead_m)
         if np.linalg.norm(goal - pose[:2]) < self.lookahead_m:
