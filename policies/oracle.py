@@ -104,6 +104,11 @@ class Oracle:
         self.grid: Grid | None = None
         self.field: np.ndarray | None = None
 
+    @property
+    def reads_visibility(self) -> bool:
+        """Whether `act` needs `goal_visible` (a camera-aware teacher with `search="continue"`)."""
+        return self.camera_aware and self.search == "continue"
+
     def reset(self, info: dict) -> None:
         for key in ("occupancy", "grid_half_size_m", "grid_resolution_m", "goal"):
             if key not in info:

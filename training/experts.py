@@ -60,7 +60,7 @@ class ExpertLabel(gym.Wrapper):
     def _label(self, info: dict):
         if self.teacher == "oracle":
             # the ray test costs a few rays per step, paid only by the teacher that reads it
-            visible = self.env.unwrapped.goal_in_view() if self.oracle.search == "continue" \
+            visible = self.env.unwrapped.goal_in_view() if self.oracle.reads_visibility \
                 else None
             return self.oracle.act(info, visible)
         return self.mlp(teacher_state(self.env))
