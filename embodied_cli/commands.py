@@ -67,13 +67,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from eval import metrics
     from eval.report import evaluate_all, gate
     from eval.robustness import parse_sweep, sweep
+    from training.experts import distillation_teacher
 
     # every value is checked before the evaluation starts, so bad input writes nothing
     sweeps = [parse_sweep(spec) for spec in args.sweep or []]
     out = Path(args.out) if args.out else rundir.default_output(args.target,
                                                        rundir.eval_dir_name(args.split))
     summary = evaluate_all(args.target, split=args.split, episodes=args.episodes,
-                           seed=args.seed, out_dir=out, progress=not args.quiet)
+                           seed=args.seed, out_dir=out, progress=not args.quiet,
+                           teacher=distillation_teacher(args.target))
     rows = {name: summary[name] for name in summary["policies"]}
     print(f"\n{args.split} split, {args.episodes} episodes, seed {args.seed} "
           "(95 % bootstrap CIs):")
@@ -81,6 +83,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     ratio = summary.get("spl_vs_oracle")
     if ratio is not None:
         print(f"Policy SPL is {ratio:.0%} of the oracle's.")
+    _print_agreement(summary)
     print(f"Results: {out / rundir.SUMMARY_FILE}, {out}/{rundir.episodes_file('*')}")
     for name, row in rows.items():
         if row["errors"]:
@@ -106,6 +109,28 @@ def _cmd_eval(args: argparse.Namespace) -> int:
               f"--min-success {args.min_success:g}", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_agreement(summary: dict) -> None:
+    """How closely the policy followed its distillation teacher (`eval.agreement`)."""
+    from envs import ACTION_NAMES
+    from eval.agreement import format_confusion
+
+    stats, teacher = summary["policy"].get("teacher"), summary.get("teacher")
+    if not stats or not teacher:
+        return
+    who = (f"the camera-aware planner, clearance {teacher['clearance_m']:g} m, search "
+           f"{teacher['search']}; from {teacher['source']}")
+    if "confusion" in stats:
+        print(f"\nAgreement with the distillation teacher ({who}): {_fmt(stats['agreement'])} "
+              f"of steps; {_fmt(stats['agreement_success'])} in successes, "
+              f"{_fmt(stats['agreement_failure'])} in failures. Share of each action the "
+              "policy took where the teacher asked for:")
+        print(format_confusion(stats["confusion"], ACTION_NAMES))
+    else:
+        print(f"\nMean |action - teacher's action| ({who}): {_fmt(stats['action_mae'])}; "
+              f"{_fmt(stats['action_mae_success'])} in successes, "
+              f"{_fmt(stats['action_mae_failure'])} in failures.")
 
 
 def _cmd_video(args: argparse.Namespace) -> int:

@@ -16,7 +16,8 @@ key                         unit   meaning
 ``spl``, ``soft_spl``       --     the episode's own ``episode_spl`` / ``episode_soft_spl``
 ==========================  =====  ==================================================
 
-Rollouts also add the trajectory facts and ``failure_mode`` of ``eval.failures``; metrics
+Rollouts also add the trajectory facts and ``failure_mode`` of ``eval.failures`` (and, when
+a teacher labels the visited states, the fields of ``eval.agreement``); metrics
 recompute SPL from the fields above rather than trusting a stored value, so a record edited
 by hand cannot disagree with its summary.
 
@@ -35,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from eval import agreement
 from eval.failures import count_modes
 
 Record = Mapping[str, Any]
@@ -178,7 +180,8 @@ def summarize(records: Sequence[Record], seed: int = 0) -> dict[str, Any]:
     their resamples pick the same episodes, which keeps the intervals comparable. With no valid
     episode every metric and bound is None rather than NaN, so ``json.dumps(...,
     allow_nan=False)`` works. ``failure_modes`` counts every failed record by
-    ``failures.failure_mode`` (``{mode: count}``, crashed episodes under ``error``).
+    ``failures.failure_mode`` (``{mode: count}``, crashed episodes under ``error``). Records
+    labelled by a teacher add ``teacher`` (`agreement.summarize`).
     """
     valid = [r for r in records if "error" not in r]
     out: dict[str, Any] = {"episodes": len(valid), "errors": len(records) - len(valid)}
@@ -188,6 +191,9 @@ def summarize(records: Sequence[Record], seed: int = 0) -> dict[str, Any]:
         out[name] = _json_float(mean)
         out[f"{name}_ci95"] = [_json_float(lo), _json_float(hi)]
     out["failure_modes"] = count_modes(records)
+    teacher = agreement.summarize(valid)
+    if teacher is not None:
+        out["teacher"] = teacher
     return out
 
 

@@ -23,8 +23,10 @@ from typing import Any
 from tqdm import tqdm
 
 import rundir
+from envs import ACTION_NAMES
 from envs.config import EnvConfig, to_dict
 from eval import metrics
+from eval.agreement import AgreementCounter, TeacherSpec
 from eval.rollout import Agent, OracleAgent, PolicyAgent, RandomAgent, evaluate, make_eval_env
 from policies.checkpoint import CheckpointError, LoadedPolicy, load_checkpoint
 from policies.threads import torch_threads
@@ -80,12 +82,16 @@ def _agent(name: str, setup: ReportSetup, env, seed: int) -> Agent:
 
 
 def run_policy(name: str, setup: ReportSetup, env, episodes: int, seed: int,
-               options: dict | None, progress: bool, desc: str) -> list[dict[str, Any]]:
-    """`episodes` records of policy `name` (error records included), with a progress bar."""
+               options: dict | None, progress: bool, desc: str,
+               teacher: TeacherSpec | None = None) -> list[dict[str, Any]]:
+    """`episodes` records of policy `name` (error records included), with a progress bar;
+    with `teacher`, every visited state is also labelled by it (`eval.agreement`)."""
     agent = _agent(name, setup, env, seed)
+    counter = None if teacher is None else AgreementCounter(
+        teacher.build(setup.continuous), None if setup.continuous else int(env.action_space.n))
     with tqdm(total=episodes, desc=desc, unit="ep", disable=not progress, leave=False) as bar:
         records = []
-        for record in evaluate(env, agent, episodes, seed, options):
+        for record in evaluate(env, agent, episodes, seed, options, agreement=counter):
             records.append(record)
             bar.update(1)
     return records
@@ -111,13 +117,17 @@ def evaluate_all(
     policies: Sequence[str] = POLICY_NAMES,
     options: dict[str, Any] | None = None,
     progress: bool = True,
+    teacher: TeacherSpec | None = None,
 ) -> dict[str, Any]:
     """Score the checkpoint `target`, the oracle and the random policy on the same episodes.
 
     `target` is a `.pt` file or a run directory (None is allowed when `policies` leaves out
     `policy`; the default `EnvConfig` is then used). The env is the checkpoint's training env
     with `split` set, and its frame stack is applied. `options` is passed to every `reset`
-    (e.g. `{"strength": {"lighting": 2.0}}`).
+    (e.g. `{"strength": {"lighting": 2.0}}`). With `teacher`, the checkpoint's steps are also
+    labelled by that camera-aware planner: its records carry `eval.agreement`'s fields and its
+    summary a ``teacher`` entry; the report names the teacher under ``teacher`` (with the
+    discrete actions' names, the confusion table's rows and columns).
 
     Returns `{name: metrics.summarize(records)}` for each evaluated policy, plus `policies`
     (their names), `spl_vs_oracle` (policy SPL / oracle SPL, or None), `split`, `episodes`,
@@ -130,7 +140,8 @@ def evaluate_all(
     prepared = setup(target, split, names)
     env = make_eval_env(prepared.env_cfg, prepared.continuous)
     with contextlib.closing(env), torch_threads(1):
-        records = {name: run_policy(name, prepared, env, episodes, seed, options, progress, name)
+        records = {name: run_policy(name, prepared, env, episodes, seed, options, progress, name,
+                                    teacher if name == "policy" else None)
                    for name in names}
     summary: dict[str, Any] = {name: metrics.summarize(records[name], seed) for name in names}
     summary.update(
@@ -143,6 +154,8 @@ def evaluate_all(
         checkpoint=str(prepared.loaded.path) if prepared.loaded else None,
         options=options,
         env=to_dict(prepared.env_cfg),
+        teacher=None if teacher is None or "policy" not in names else {
+            **teacher.as_dict(), "actions": None if prepared.continuous else list(ACTION_NAMES)},
     )
     if out_dir is not None:
         out = Path(out_dir)

@@ -21,6 +21,7 @@ import rundir
 from envs.config import EnvConfig
 from envs.wrappers import make_env
 from eval import metrics
+from eval.agreement import AgreementCounter
 from eval.failures import TrajectoryFacts, failure_mode
 from policies.oracle import Oracle
 
@@ -124,25 +125,32 @@ def make_eval_env(env_cfg: EnvConfig, continuous: bool, render: bool = False) ->
 
 
 def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None = None,
-                keep_frames: bool = False) -> Episode:
+                keep_frames: bool = False, agreement: AgreementCounter | None = None
+                ) -> Episode:
     """Run one episode to its end.
 
     The record carries the env's per-episode numbers, the episode's own ``spl`` and
     ``soft_spl`` (`metrics.episode_spl` / `episode_soft_spl`), the trajectory facts of
-    `failures.TrajectoryFacts` and its ``failure_mode`` (None on success).
+    `failures.TrajectoryFacts` and its ``failure_mode`` (None on success); with `agreement`,
+    also how closely the agent followed the teacher (`eval.agreement`).
     """
     obs, info = env.reset(seed=seed, options=options)
     agent.reset(info)
+    if agreement is not None:
+        agreement.reset(info)
     scene = info["scene"]
     start_distance = info["geodesic_distance"]
     total, steps, done = 0.0, [], False
     frames = []
     base = env.unwrapped
-    facts = TrajectoryFacts(info["pose"], start_distance, base.goal_in_view())
+    in_view = base.goal_in_view()
+    facts = TrajectoryFacts(info["pose"], start_distance, in_view)
     if keep_frames:
         frames.append((camera_rgb(obs, base.cfg.observation), base.render()))
     while not done:
         action = agent.act(obs, info)
+        if agreement is not None:
+            agreement.observe(info, in_view, action)
         obs, reward, terminated, truncated, info = env.step(action)
         total += reward
         done = terminated or truncated
@@ -168,6 +176,8 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
     record["soft_spl"] = metrics.episode_soft_spl(record)
     record.update(facts.facts(timed_out=bool(truncated and not terminated)))
     record["failure_mode"] = failure_mode(record)
+    if agreement is not None:
+        record.update(agreement.facts())
     record["scene"] = scene
     return Episode(record, steps, frames)
 
@@ -183,12 +193,13 @@ def camera_rgb(obs: Any, obs_cfg) -> np.ndarray:
 
 
 def evaluate(env, agent: Agent, episodes: int, seed: int = 0, options: dict | None = None,
-             progress: Callable[[int], None] | None = None) -> Iterator[dict[str, Any]]:
+             progress: Callable[[int], None] | None = None,
+             agreement: AgreementCounter | None = None) -> Iterator[dict[str, Any]]:
     """Yield one record per episode; an episode that raises is recorded with its error."""
     for k in range(episodes):
         s = episode_seed(seed, k)
         try:
-            yield run_episode(env, agent, s, k, options).record
+            yield run_episode(env, agent, s, k, options, agreement=agreement).record
         except Exception as err:  # one broken episode must not end a 200-episode evaluation
             yield {"episode": k, "seed": s, "error": f"{type(err).__name__}: {err}",
                    "traceback": traceback.format_exc(limit=3)}

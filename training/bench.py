@@ -24,6 +24,7 @@ from eval.rollout import TEST_SEED
 from policies.threads import torch_threads
 from training.config import TrainConfig, load_config
 from training.distill import distill
+from training.experts import distillation_teacher
 from training.ppo import ThreadPhases, make_ppo
 from training.train import train
 from training.vec import make_vec_env, running
@@ -181,7 +182,7 @@ def bench_learn(budget_s: float = 1200.0, out_dir: Path = Path(rundir.DEFAULT_BE
         result = train(cfg, run_dir, argv=["bench", "learn"])
         final = evaluate_all(result.best_checkpoint or result.final_checkpoint,
                              split="heldout", episodes=final_episodes, seed=TEST_SEED,
-                             policies=("policy",),
+                             policies=("policy",), teacher=distillation_teacher(run_dir),
                              out_dir=run_dir / rundir.eval_dir_name("heldout"))
         rows.append(_learn_row(cfg.method, run_dir, final))
     return {"machine": rundir.machine_info(PACKAGES), "budget_s": budget_s, "target_success": 0.9,

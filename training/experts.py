@@ -6,13 +6,19 @@ labelling runs in parallel with rendering and never crosses a process boundary a
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
 
-from envs.config import ObservationConfig
+import rundir
+from envs.config import ConfigError, ObservationConfig
+from eval.agreement import TeacherSpec
 from policies.oracle import Oracle
+from training.config import config_from_dict, load_config, read_yaml
 
 
 def teacher_observation(obs: ObservationConfig) -> ObservationConfig:
@@ -75,3 +81,27 @@ class ExpertLabel(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(action)
         info["expert_action"] = self._label(info)
         return obs, reward, terminated, truncated, info
+
+
+RUN_DEPTH = 3
+"""How far above a checkpoint its run's config.yaml may sit (`<run>/checkpoints/best/policy.pt`)."""
+
+
+def distillation_teacher(target: str | os.PathLike[str], preset: str = "default") -> TeacherSpec:
+    """The camera-aware planner a checkpoint (or run directory) was distilled from: the
+    `distill` settings of its run's config.yaml, in the first folder at or up to `RUN_DEPTH`
+    folders above `target` that holds a run's config.yaml and run.json. A checkpoint outside
+    any run (e.g. `policies/reference/policy.pt`) is taken to come from `preset`. A config.yaml
+    that does not parse is skipped, not an error: the comparison is a diagnostic, and the
+    evaluation it rides on must still run."""
+    here = Path(target).resolve()
+    for folder in [here, *here.parents][:RUN_DEPTH + 1]:
+        path = folder / rundir.CONFIG_FILE
+        if path.is_file() and (folder / rundir.RUN_FILE).is_file():
+            try:
+                d = config_from_dict(read_yaml(path)).distill
+            except (ConfigError, OSError, ValueError, TypeError):
+                continue
+            return TeacherSpec(d.teacher_clearance_m, d.teacher_search, str(path))
+    d = load_config(preset).distill
+    return TeacherSpec(d.teacher_clearance_m, d.teacher_search, f"preset {preset}")

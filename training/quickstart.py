@@ -21,6 +21,7 @@ import rundir
 from envs.config import ConfigError
 from eval.rollout import TEST_SEED
 from training.config import load_config
+from training.experts import distillation_teacher
 from training.train import train
 
 REFERENCE_CHECKPOINT = (Path(__file__).resolve().parent.parent / "policies" / "reference"
@@ -112,7 +113,8 @@ def quickstart(out: str | Path, settings: QuickstartSettings = QuickstartSetting
                    "the oracle and a random policy")
     eval_dir = run_dir / rundir.eval_dir_name("heldout")
     summary = evaluate_all(target, split="heldout", episodes=settings.episodes, seed=TEST_SEED,
-                           out_dir=eval_dir, progress=not quiet)
+                           out_dir=eval_dir, progress=not quiet,
+                           teacher=distillation_teacher(run_dir))
     log(metrics.format_table({n: summary[n] for n in summary["policies"]}))
     _stage(log, 3, "Recording a video of the policy")
     video = record_video(target, out=run_dir / rundir.video_file("policy"),

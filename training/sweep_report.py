@@ -27,7 +27,7 @@ SWEEP_FILE = rundir.SWEEP_FILE
 TEST_SPLIT = "heldout"
 TEST_KEYS = ("success_rate", "spl", "soft_spl", "success_rate_ci95", "spl_ci95", "episodes",
              "errors", "collisions_per_episode", "collision_free_success",
-             "contact_episode_rate", "failure_modes")
+             "contact_episode_rate", "failure_modes", "teacher")
 METRICS = rundir.SWEEP_METRICS
 LOWER_IS_BETTER = rundir.SWEEP_LOWER_IS_BETTER
 ORACLE_KEYS = ("success_rate", "spl", "collision_free_success", "contact_episode_rate")
@@ -45,8 +45,10 @@ def _checkpoint(run_dir: Path) -> Path | None:
 
 
 def score_run(run_dir: str, episodes: int, seed: int = TEST_SEED) -> dict[str, Any] | None:
-    """Test scores of one trial's checkpoint (reusing an identical earlier evaluation)."""
+    """Test scores of one trial's checkpoint (reusing an identical earlier evaluation), with
+    how closely it followed its distillation teacher (`eval.agreement`)."""
     from eval.report import evaluate_all
+    from training.experts import distillation_teacher
 
     run = Path(run_dir)
     target = _checkpoint(run)
@@ -61,7 +63,8 @@ def score_run(run_dir: str, episodes: int, seed: int = TEST_SEED) -> dict[str, A
             summary = previous
     if summary is None:
         summary = evaluate_all(target, split=TEST_SPLIT, episodes=episodes, seed=seed,
-                               out_dir=out, policies=("policy",), progress=False)
+                               out_dir=out, policies=("policy",), progress=False,
+                               teacher=distillation_teacher(run))
     scores = {k: summary["policy"].get(k) for k in TEST_KEYS}
     return {**scores, "checkpoint": str(target.relative_to(run)), "seed": seed}
 

@@ -38,7 +38,8 @@ def failures(doc: Doc, cmd: Commands) -> str:
         "that matches, most physical cause first (`eval/failures.py`): a robot pinned against "
         "a wall facing away from the beacon counts as stuck, not as a search failure. Counts "
         "are over the held-out episodes of the table above.",
-        _modes(doc, cmd, names), _clean(doc, cmd, names), _strips(doc, cmd))
+        _modes(doc, cmd, names), _clean(doc, cmd, names), _teacher(doc, cmd),
+        _strips(doc, cmd))
 
 
 def _modes(doc: Doc, cmd: Commands, names: list[str]) -> str:
@@ -65,6 +66,41 @@ def _clean(doc: Doc, cmd: Commands, names: list[str]) -> str:
     if all(doc.value(HELDOUT, n, "collision_free_success") is None for n in names):
         return join(text, "The summary predates these metrics. " + fill(cmd.eval()))
     return join(text, table(["policy", *(label for _, label in CLEAN_COLUMNS)], rows))
+
+
+def _teacher(doc: Doc, cmd: Commands) -> str:
+    """How closely the policy followed its distillation teacher (`eval/agreement.py`)."""
+    stats = ("policy", "teacher")
+    head = "### Against the teacher"
+    if not isinstance(doc.value(HELDOUT, *stats, "confusion"), list):
+        if doc.value(HELDOUT, *stats, "action_mae") is not None:
+            return join(head, "The policy's mean absolute difference from the teacher's "
+                        f"(linear, angular) command: {doc.num(HELDOUT, *stats, 'action_mae')}"
+                        f" in successful episodes "
+                        f"{doc.num(HELDOUT, *stats, 'action_mae_success')}, in failed ones "
+                        f"{doc.num(HELDOUT, *stats, 'action_mae_failure')}.")
+        return join(head, "The summary predates the comparison with the teacher. "
+                    + fill(cmd.eval()))
+    size = len(doc.value(HELDOUT, *stats, "confusion"))
+    names = doc.value(HELDOUT, "teacher", "actions")
+    if not isinstance(names, list) or len(names) != size:
+        names = [f"action {i}" for i in range(size)]
+    rows = [[str(name), *(doc.num(HELDOUT, *stats, "confusion", i, j, kind="int")
+                          for j in range(size))]
+            for i, name in enumerate(names)]
+    return join(
+        head,
+        "Evaluation also labels every state the policy visited with the action of the "
+        "camera-aware planner it was distilled from (clearance "
+        f"{doc.num(HELDOUT, 'teacher', 'clearance_m', kind='metric')} m, search "
+        f"`{doc.text(HELDOUT, 'teacher', 'search')}`; settings from "
+        f"{doc.text(HELDOUT, 'teacher', 'source')}). The policy took the teacher's action on "
+        f"{doc.num(HELDOUT, *stats, 'agreement')} of its "
+        f"{doc.num(HELDOUT, *stats, 'steps', kind='int')} steps: "
+        f"{doc.num(HELDOUT, *stats, 'agreement_success')} in successful episodes, "
+        f"{doc.num(HELDOUT, *stats, 'agreement_failure')} in failed ones. Rows are what the "
+        "teacher asked for, columns what the policy did, in steps:",
+        table(["teacher's action", *map(str, names)], rows))
 
 
 def _strips(doc: Doc, cmd: Commands) -> str:

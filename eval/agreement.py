@@ -1,0 +1,160 @@
+"""How closely a camera policy follows its distillation teacher, step by step.
+
+A distilled student is scored by where it ends, but it is trained on how often it picks the
+teacher's action. Evaluation therefore labels every state the policy visits with the action
+the camera-aware planner it was distilled from (`policies.oracle.Oracle(camera_aware=True)`)
+would take there, and keeps per episode (no per-step arrays, so `episodes_*.jsonl` stays
+small):
+
+=======================  ==============================================================
+key                      meaning
+=======================  ==============================================================
+``teacher_agreement``    discrete: share of steps where the policy took the teacher's
+                         action
+``teacher_confusion``    discrete: counts ``[label][action]`` over the episode's steps
+``teacher_action_mae``   continuous: mean absolute difference of (linear, angular)
+=======================  ==============================================================
+
+`summarize` pools them over the episodes of a report: agreement over all steps and over the
+steps of successful and of failed episodes apart (a student that fails where it stops
+imitating shows a gap there), and the confusion table, whose rows say what the teacher asked
+for and whose columns what the policy did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from policies.oracle import SEARCHES, Oracle
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """Which camera-aware planner labels the visited states: the distillation teacher's
+    settings (`distill.teacher_clearance_m`, `distill.teacher_search`)."""
+
+    clearance_m: float = 0.0
+    """Margin the teacher's plan keeps from obstacles and walls (m)."""
+    search: str = "left"
+    """How the teacher searches for a goal out of view (`policies.oracle.SEARCHES`)."""
+    source: str = ""
+    """Where the settings came from (a run's config.yaml, or a preset), for the report."""
+
+    def __post_init__(self):
+        if self.search not in SEARCHES:
+            raise ValueError(f"teacher search {self.search!r}; use one of {SEARCHES}")
+        if not self.clearance_m >= 0:
+            raise ValueError(f"teacher clearance {self.clearance_m} m; it must be >= 0")
+
+    def build(self, continuous: bool) -> Oracle:
+        return Oracle(continuous=continuous, camera_aware=True, clearance_m=self.clearance_m,
+                      search=self.search)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"clearance_m": self.clearance_m, "search": self.search, "source": self.source}
+
+
+class AgreementCounter:
+    """Labels each visited state with the teacher's action and compares the policy's.
+
+    Call `reset(info)` at each episode's start, `observe(info, goal_visible, action)` with the
+    state the policy acted on (its `info` and whether its image shows the goal) and the action
+    it took, and `facts()` at the end.
+    """
+
+    def __init__(self, teacher: Oracle, n_actions: int | None):
+        self.teacher = teacher
+        self.n_actions = n_actions
+        self.confusion = np.zeros((n_actions or 1, n_actions or 1), dtype=np.int64)
+        self.abs_error = np.zeros(2)
+        self.steps = 0
+
+    def reset(self, info: dict) -> None:
+        self.teacher.reset(info)
+        self.confusion[:] = 0
+        self.abs_error[:] = 0.0
+        self.steps = 0
+
+    def observe(self, info: dict, goal_visible: bool, action: Any) -> None:
+        label = self.teacher.act(info, goal_visible if self.teacher.reads_visibility else None)
+        self.steps += 1
+        if self.n_actions is None:
+            self.abs_error += np.abs(np.asarray(action, dtype=float) - label)
+        else:
+            self.confusion[int(label), int(action)] += 1
+
+    def facts(self) -> dict[str, Any]:
+        if self.steps == 0:
+            return {}
+        if self.n_actions is None:
+            return {"teacher_action_mae": float(self.abs_error.mean() / self.steps)}
+        return {"teacher_agreement": float(np.trace(self.confusion) / self.steps),
+                "teacher_confusion": self.confusion.tolist()}
+
+
+def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Agreement pooled over the steps of `records` (valid ones, i.e. without ``error``).
+
+    Discrete: ``agreement`` (all steps), ``agreement_success`` / ``agreement_failure`` (steps
+    of successful / failed episodes; None where there are none), ``confusion`` (summed
+    ``[label][action]`` counts), ``label_share`` (how often the teacher asked for each action)
+    and ``steps``. Continuous: ``action_mae`` with ``action_mae_success`` /
+    ``action_mae_failure`` (step-weighted). None when no record carries the fields.
+    """
+    labelled = [r for r in records if "teacher_confusion" in r]
+    if labelled:
+        def pooled(rows: list[Mapping[str, Any]]) -> np.ndarray | None:
+            return (np.sum([np.asarray(r["teacher_confusion"], dtype=np.int64) for r in rows],
+                           axis=0) if rows else None)
+
+        def rate(matrix: np.ndarray | None) -> float | None:
+            total = 0 if matrix is None else int(matrix.sum())
+            return float(np.trace(matrix) / total) if total else None
+
+        every = pooled(labelled)
+        steps = int(every.sum())
+        return {
+            "steps": steps,
+            "agreement": rate(every),
+            "agreement_success": rate(pooled([r for r in labelled if r["success"]])),
+            "agreement_failure": rate(pooled([r for r in labelled if not r["success"]])),
+            "confusion": every.tolist(),
+            "label_share": (every.sum(axis=1) / steps).tolist() if steps else None,
+        }
+    measured = [r for r in records if "teacher_action_mae" in r]
+    if not measured:
+        return None
+
+    def mean_mae(rows: list[Mapping[str, Any]]) -> float | None:
+        steps = sum(int(r["steps"]) for r in rows)
+        if not steps:
+            return None
+        return float(sum(float(r["teacher_action_mae"]) * int(r["steps"]) for r in rows) / steps)
+
+    return {
+        "steps": sum(int(r["steps"]) for r in measured),
+        "action_mae": mean_mae(measured),
+        "action_mae_success": mean_mae([r for r in measured if r["success"]]),
+        "action_mae_failure": mean_mae([r for r in measured if not r["success"]]),
+    }
+
+
+def format_confusion(confusion: Sequence[Sequence[int]], names: Sequence[str]) -> str:
+    """Plain-text confusion table: one row per teacher label, its share of each policy action
+    (rows sum to 1), and how many steps carried that label."""
+    matrix = np.asarray(confusion, dtype=np.int64)
+    header = ["teacher \\ policy", *names, "steps"]
+    body = []
+    for name, row in zip(names, matrix, strict=True):
+        total = int(row.sum())
+        shares = [f"{v / total:.2f}" if total else "-" for v in row]
+        body.append([name, *shares, str(total)])
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join([r[0].ljust(widths[0]),
+                        *(c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True))])
+             for r in [header, *body]]
+    return "\n".join(lines)
