@@ -54,3 +54,34 @@ def test_colour_jitter_draws_once_per_stacked_observation() -> None:
     out = colour_jitter(stacked, torch.Generator().manual_seed(5))
     assert torch.equal(out[:, :3], out[:, 3:])
     assert torch.equal(out[:, 0], stacked[:, 0]) and torch.equal(out[:, 3], stacked[:, 3])
+
+
+def test_class_weights_power_zero_weighs_every_sample_alike() -> None:
+    actions = np.array([3] * 16 + [0] * 4)
+    w = class_weights(actions, 5, power=0.0).numpy()
+    assert w[3] == w[0] == pytest.approx(1.0)
+    assert w[1] == w[2] == w[4] == 0.0  # absent actions carry no weight
+    # power 1: inverse frequency, so each present action carries the same total weight
+    w = class_weights(actions, 5, power=1.0).numpy()
+    assert w[3] * 16 == pytest.approx(w[0] * 4)
+
+
+def test_balance_power_falls_linearly_to_its_final_value() -> None:
+    from training.config import load_config
+    from training.distill import balance_power
+
+    fading = load_config("default", ["distill.balance_power_final=0"])
+    assert balance_power(fading, 0.0) == 0.5
+    assert balance_power(fading, 0.5) == pytest.approx(0.25)
+    assert balance_power(fading, 1.0) == 0.0
+    assert balance_power(fading, 1.7) == 0.0  # a run past its budget stays at the end value
+    constant = load_config("default")
+    assert balance_power(constant, 0.0) == balance_power(constant, 1.0) == 0.5
+
+
+def test_balance_power_final_out_of_range_is_a_config_error() -> None:
+    from envs.config import ConfigError
+    from training.config import load_config
+
+    with pytest.raises(ConfigError, match="balance_power_final: must be in \\[0, 1\\]"):
+        load_config("default", ["distill.balance_power_final=-0.5"])

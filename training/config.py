@@ -102,6 +102,12 @@ class DistillConfig:
     """Aggregated frames kept (oldest dropped)."""
     balance_actions: bool = True
     """Weight the discrete imitation loss by 1/sqrt(action frequency) in the buffer."""
+    balance_power_final: float = 0.5
+    """With balance_actions, the weights are 1/frequency^p, p falling linearly from 1/2 at the
+    start to this value at the end of the run (as the learning rate decays). 0.5: constant
+    1/sqrt weighting; 0: the weighting fades out, so the early iterations get the balanced
+    start that keeps a seed from stalling on the most common label and the late ones fit the
+    labels as often as the teacher gives them."""
     augment_shift_px: int = 4
     """Random-shift augmentation (pixels, 0 = off) for robustness to unseen appearance."""
     augment_colour: bool = True
@@ -248,6 +254,9 @@ class TrainConfig:
             raise ConfigError("distill: a recurrent student needs 0 <= burn_in < "
                               "sequence_length <= batch_size, got "
                               f"{d.burn_in}, {d.sequence_length}, {d.batch_size}")
+        if not 0.0 <= self.distill.balance_power_final <= 1.0:
+            raise ConfigError("distill.balance_power_final: must be in [0, 1] (0.5 = 1/sqrt "
+                              f"weighting throughout), got {self.distill.balance_power_final}")
         if self.distill.augment_shift_px < 0:
             raise ConfigError("distill.augment_shift_px: must be >= 0")
         if self.time_budget_s < 0:

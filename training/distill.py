@@ -184,15 +184,15 @@ def augment(images: torch.Tensor, n_seq: int, shift_px: int, colour: bool,
     return rows.reshape(n, c, h, w)
 
 
-def class_weights(actions: np.ndarray, n_actions: int) -> torch.Tensor:
-    """Per-action loss weights ~ 1/sqrt(frequency) in the buffer, mean 1 over the samples.
+def class_weights(actions: np.ndarray, n_actions: int, power: float = 0.5) -> torch.Tensor:
+    """Per-action loss weights ~ 1/frequency^power in the buffer, mean 1 over the samples.
 
     A student that spins searching for the goal fills the buffer with "turn left" labels; left
     unweighted, the rare "drive" labels (the goal in view) stop moving the argmax and the
-    student never learns to leave the spin.
+    student never learns to leave the spin. `power` 0 gives every sample weight 1.
     """
     counts = np.bincount(actions.astype(np.int64), minlength=n_actions).astype(np.float64)
-    weights = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1.0)), 0.0)
+    weights = np.where(counts > 0, np.maximum(counts, 1.0) ** -power, 0.0)
     weights /= (weights * counts).sum() / counts.sum()
     return torch.as_tensor(weights, dtype=torch.float32)
 
@@ -239,6 +239,13 @@ def distribution_loss(dist, expert: torch.Tensor, continuous: bool,
         logits, expert = logits[keep], expert[keep]
     loss = F.cross_entropy(logits, expert.long(), weight=weights)
     return loss, float((logits.argmax(1) == expert.long()).float().mean())
+
+
+def balance_power(cfg: TrainConfig, progress: float) -> float:
+    """The class weights' exponent at `progress` (0..1) of the run: 1/2 falling linearly to
+    `distill.balance_power_final`."""
+    final = cfg.distill.balance_power_final
+    return 0.5 + (final - 0.5) * min(max(progress, 0.0), 1.0)
 
 
 def teacher_share(cfg: TrainConfig, iteration: int) -> float:
@@ -354,8 +361,9 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                 group["lr"] = d.learning_rate * frac
             losses, agreements = [], []
             labels = buffer.flat_actions() if recurrent else buffer.actions[:buffer.size]
+            power = balance_power(cfg, hooks.progress(state.timesteps))
             weights = None if continuous or not d.balance_actions else class_weights(
-                labels, venv.action_space.n).to(device)
+                labels, venv.action_space.n, power).to(device)
             n_seq = max(1, d.batch_size // d.sequence_length)
             for _ in range(d.grad_steps_per_iteration):
                 if recurrent:
@@ -387,6 +395,7 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                 ("distill/action_mae" if continuous else "distill/teacher_agreement"):
                     float(np.mean(agreements)),
                 "distill/beta": beta,
+                "distill/balance_power": power if weights is not None else 0.0,
                 "distill/learning_rate": d.learning_rate * frac,
                 "distill/buffer_frames": buffer.size,
                 "time/collect_s": collect_s,
