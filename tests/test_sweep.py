@@ -278,3 +278,17 @@ def test_sweep_on_a_ray_head(ray_head: str, tmp_path: Path, monkeypatch, capsys)
     (trial,) = report["trials"]
     assert trial["status"] == "done" and trial["test"]["episodes"] == 3
     assert (out / trial["run_dir"] / "final" / "policy.pt").is_file()
+
+
+def test_trials_table_shows_each_trials_agreement_with_its_teacher() -> None:
+    from training.sweep_report import format_trials
+
+    base = {"seed": 0, "status": "done", "timesteps": 1000, "best_val_success": 0.9}
+    scored = {**base, "run_dir": "trials/c0_s0",
+              "test": {"success_rate": 0.85, "success_rate_ci95": [0.8, 0.9], "spl": 0.8,
+                       "teacher": {"agreement": 0.714}}}
+    older = {**base, "run_dir": "trials/c0_s1", "test": {"success_rate": 0.8, "spl": 0.7}}
+    lines = format_trials([scored, older]).splitlines()
+    assert lines[0].endswith("| test SPL | test agreement with the teacher |")
+    assert lines[2].endswith("| 0.85 [0.80, 0.90] | 0.80 | 0.71 |")
+    assert lines[3].endswith("| 0.80 | 0.70 | n/a |")  # scored before agreement existed

@@ -139,7 +139,8 @@ def aggregate_configs(trials: list[dict[str, Any]], order: list[str]) -> list[di
 def format_trials(trials: list[dict[str, Any]]) -> str:
     """Markdown table: one row per trial."""
     lines = ["| trial | seed | status | steps | best validation success | test success "
-             "[95 % CI] | test SPL |", "|---|---|---|---|---|---|---|"]
+             "[95 % CI] | test SPL | test agreement with the teacher |",
+             "|---|---|---|---|---|---|---|---|"]
     for t in trials:
         test = t["test"] or {}
         ci = test.get("success_rate_ci95") or [None, None]
@@ -148,8 +149,10 @@ def format_trials(trials: list[dict[str, Any]]) -> str:
                                              else ""))
         spl = "n/a" if test.get("spl") is None else f"{test['spl']:.2f}"
         val = "n/a" if t["best_val_success"] is None else f"{t['best_val_success']:.2f}"
+        agreement = (test.get("teacher") or {}).get("agreement")
+        agree = "n/a" if agreement is None else f"{agreement:.2f}"
         lines.append(f"| `{t['run_dir']}` | {t['seed']} | {t['status']} | {t['timesteps']:,} | "
-                     f"{val} | {success} | {spl} |")
+                     f"{val} | {success} | {spl} | {agree} |")
     return "\n".join(lines) + "\n"
 
 
