@@ -17,9 +17,9 @@ class UserError(Exception):
 def _cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from training.config import load_config
+    from training.config import load_config, load_run_config
     from training.run import default_run_dir
-    from training.train import load_run_config, train
+    from training.train import train
 
     if args.resume_from and not args.resume:
         raise UserError("--from picks the checkpoint a resumed run starts from; use it with "

@@ -13,6 +13,9 @@ key                      meaning
                          action
 ``teacher_confusion``    discrete: counts ``[label][action]`` over the episode's steps
 ``teacher_action_mae``   continuous: mean absolute difference of (linear, angular)
+``teacher_steps``        continuous: steps compared
+``teacher_error``        the teacher failed to label a state (the message); the episode
+                         still counts for every other metric, and carries no agreement
 =======================  ==============================================================
 
 `summarize` pools them over the episodes of a report: agreement over all steps and over the
@@ -72,15 +75,27 @@ class AgreementCounter:
         self.confusion = np.zeros((n_actions or 1, n_actions or 1), dtype=np.int64)
         self.abs_error = np.zeros(2)
         self.steps = 0
+        self.error: str | None = None
 
     def reset(self, info: dict) -> None:
-        self.teacher.reset(info)
         self.confusion[:] = 0
         self.abs_error[:] = 0.0
         self.steps = 0
+        self.error = None
+        try:
+            self.teacher.reset(info)
+        except Exception as err:  # a diagnostic must not turn a scored episode into an error
+            self.error = f"{type(err).__name__}: {err}"
 
     def observe(self, info: dict, goal_visible: bool, action: Any) -> None:
-        label = self.teacher.act(info, goal_visible if self.teacher.reads_visibility else None)
+        if self.error is not None:
+            return
+        try:
+            label = self.teacher.act(info, goal_visible if self.teacher.reads_visibility
+                                     else None)
+        except Exception as err:
+            self.error = f"{type(err).__name__}: {err}"
+            return
         self.steps += 1
         if self.n_actions is None:
             self.abs_error += np.abs(np.asarray(action, dtype=float) - label)
@@ -88,22 +103,26 @@ class AgreementCounter:
             self.confusion[int(label), int(action)] += 1
 
     def facts(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"teacher_error": self.error}
         if self.steps == 0:
             return {}
         if self.n_actions is None:
-            return {"teacher_action_mae": float(self.abs_error.mean() / self.steps)}
+            return {"teacher_action_mae": float(self.abs_error.mean() / self.steps),
+                    "teacher_steps": self.steps}
         return {"teacher_agreement": float(np.trace(self.confusion) / self.steps),
                 "teacher_confusion": self.confusion.tolist()}
 
 
 def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """Agreement pooled over the steps of `records` (valid ones, i.e. without ``error``).
+    """Agreement pooled over the steps of `records`, which the caller has freed of crashed
+    episodes (records with ``error``; `metrics.summarize` does this).
 
     Discrete: ``agreement`` (all steps), ``agreement_success`` / ``agreement_failure`` (steps
     of successful / failed episodes; None where there are none), ``confusion`` (summed
-    ``[label][action]`` counts), ``label_share`` (how often the teacher asked for each action)
-    and ``steps``. Continuous: ``action_mae`` with ``action_mae_success`` /
-    ``action_mae_failure`` (step-weighted). None when no record carries the fields.
+    ``[label][action]`` counts) and ``steps``. Continuous: ``action_mae`` with
+    ``action_mae_success`` / ``action_mae_failure`` (step-weighted) and ``steps``. None when no
+    record carries the fields.
     """
     labelled = [r for r in records if "teacher_confusion" in r]
     if labelled:
@@ -123,20 +142,20 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
             "agreement_success": rate(pooled([r for r in labelled if r["success"]])),
             "agreement_failure": rate(pooled([r for r in labelled if not r["success"]])),
             "confusion": every.tolist(),
-            "label_share": (every.sum(axis=1) / steps).tolist() if steps else None,
         }
     measured = [r for r in records if "teacher_action_mae" in r]
     if not measured:
         return None
 
     def mean_mae(rows: list[Mapping[str, Any]]) -> float | None:
-        steps = sum(int(r["steps"]) for r in rows)
+        steps = sum(int(r["teacher_steps"]) for r in rows)
         if not steps:
             return None
-        return float(sum(float(r["teacher_action_mae"]) * int(r["steps"]) for r in rows) / steps)
+        return float(sum(float(r["teacher_action_mae"]) * int(r["teacher_steps"])
+                         for r in rows) / steps)
 
     return {
-        "steps": sum(int(r["steps"]) for r in measured),
+        "steps": sum(int(r["teacher_steps"]) for r in measured),
         "action_mae": mean_mae(measured),
         "action_mae_success": mean_mae([r for r in measured if r["success"]]),
         "action_mae_failure": mean_mae([r for r in measured if not r["success"]]),

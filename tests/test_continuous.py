@@ -162,7 +162,7 @@ def test_deploy_publishes_the_policy_action_as_a_twist(distilled: Path) -> None:
 
 
 def test_saved_config_keeps_the_action_variant(distilled: Path) -> None:
-    from training.train import load_run_config
+    from training.config import load_run_config
 
     assert load_run_config(distilled).continuous is True
     assert "continuous" not in to_dict(load_run_config(distilled).env)

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+import rundir
 from envs.config import ConfigError, EnvConfig, from_dict
 from policies.metadata import ArchSpec
 from policies.oracle import SEARCHES
@@ -101,13 +102,14 @@ class DistillConfig:
     buffer_size: int = 120_000
     """Aggregated frames kept (oldest dropped)."""
     balance_actions: bool = True
-    """Weight the discrete imitation loss by 1/sqrt(action frequency) in the buffer."""
+    """Weight the discrete imitation loss by 1/frequency^p of each action in the buffer (p = 1/2
+    unless balance_power_final says otherwise)."""
     balance_power_final: float = 0.5
-    """With balance_actions, the weights are 1/frequency^p, p falling linearly from 1/2 at the
-    start to this value at the end of the run (as the learning rate decays). 0.5: constant
-    1/sqrt weighting; 0: the weighting fades out, so the early iterations get the balanced
-    start that keeps a seed from stalling on the most common label and the late ones fit the
-    labels as often as the teacher gives them."""
+    """With balance_actions, p moves linearly from 1/2 at the start to this value at the end
+    of the run (as the learning rate decays). 0.5: 1/sqrt weighting throughout; 0: the
+    weighting fades out, so the early iterations get the balanced start that keeps a seed from
+    stalling on the most common label and the late ones fit the labels as often as the teacher
+    gives them; 1: it grows to inverse frequency."""
     augment_shift_px: int = 4
     """Random-shift augmentation (pixels, 0 = off) for robustness to unseen appearance."""
     augment_colour: bool = True
@@ -340,6 +342,14 @@ def load_config(name_or_path: str | None = "default", overrides: list[str] | Non
         set_dotted(data, {"frame_stack": FRAME_STACK_KEY,
                            f"env.{CONTINUOUS_KEY}": CONTINUOUS_KEY}.get(key, key), value)
     return config_from_dict(data)
+
+
+def load_run_config(run_dir: Path) -> TrainConfig:
+    """The resolved config a run was started with (its config.yaml)."""
+    path = run_dir / rundir.CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no {rundir.CONFIG_FILE})")
+    return config_from_dict(read_yaml(path))
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:

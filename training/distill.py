@@ -242,7 +242,7 @@ def distribution_loss(dist, expert: torch.Tensor, continuous: bool,
 
 
 def balance_power(cfg: TrainConfig, progress: float) -> float:
-    """The class weights' exponent at `progress` (0..1) of the run: 1/2 falling linearly to
+    """The class weights' exponent at `progress` (0..1) of the run: 1/2 moving linearly to
     `distill.balance_power_final`."""
     final = cfg.distill.balance_power_final
     return 0.5 + (final - 0.5) * min(max(progress, 0.0), 1.0)
@@ -356,14 +356,14 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
             student.set_training_mode(True)
             # Linear decay to lr_final_fraction: late iterations refine rather than overwrite
             # what the student learned, so neighbouring checkpoints differ less.
-            frac = 1.0 - (1.0 - d.lr_final_fraction) * hooks.progress(state.timesteps)
+            progress = hooks.progress(state.timesteps)
+            frac = 1.0 - (1.0 - d.lr_final_fraction) * progress
             for group in optimizer.param_groups:
                 group["lr"] = d.learning_rate * frac
             losses, agreements = [], []
             labels = buffer.flat_actions() if recurrent else buffer.actions[:buffer.size]
-            power = balance_power(cfg, hooks.progress(state.timesteps))
             weights = None if continuous or not d.balance_actions else class_weights(
-                labels, venv.action_space.n, power).to(device)
+                labels, venv.action_space.n, balance_power(cfg, progress)).to(device)
             n_seq = max(1, d.batch_size // d.sequence_length)
             for _ in range(d.grad_steps_per_iteration):
                 if recurrent:
@@ -390,15 +390,17 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                 losses.append(loss.item())
                 agreements.append(agreement)
             state.iteration += 1
-            hooks.on_iteration(student, optimizer, state, {
+            scalars = {
                 "distill/loss": float(np.mean(losses)),
                 ("distill/action_mae" if continuous else "distill/teacher_agreement"):
                     float(np.mean(agreements)),
                 "distill/beta": beta,
-                "distill/balance_power": power if weights is not None else 0.0,
                 "distill/learning_rate": d.learning_rate * frac,
                 "distill/buffer_frames": buffer.size,
                 "time/collect_s": collect_s,
                 "time/train_s": time.perf_counter() - t1,
-            })
+            }
+            if weights is not None:
+                scalars["distill/balance_power"] = balance_power(cfg, progress)
+            hooks.on_iteration(student, optimizer, state, scalars)
     return student, optimizer, state

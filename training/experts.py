@@ -17,8 +17,7 @@ from torch import nn
 import rundir
 from envs.config import ConfigError, ObservationConfig
 from eval.agreement import TeacherSpec
-from policies.oracle import Oracle
-from training.config import config_from_dict, load_config, read_yaml
+from training.config import load_config, load_run_config
 
 
 def teacher_observation(obs: ObservationConfig) -> ObservationConfig:
@@ -60,8 +59,7 @@ class ExpertLabel(gym.Wrapper):
         super().__init__(env)
         self.teacher = teacher
         self.mlp = mlp
-        self.oracle = Oracle(continuous=env.unwrapped.continuous, camera_aware=True,
-                             clearance_m=clearance_m, search=search)
+        self.oracle = TeacherSpec(clearance_m, search).build(env.unwrapped.continuous)
 
     def _label(self, info: dict):
         if self.teacher == "oracle":
@@ -83,25 +81,21 @@ class ExpertLabel(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
-RUN_DEPTH = 3
-"""How far above a checkpoint its run's config.yaml may sit (`<run>/checkpoints/best/policy.pt`)."""
-
-
-def distillation_teacher(target: str | os.PathLike[str], preset: str = "default") -> TeacherSpec:
+def distillation_teacher(target: str | os.PathLike[str], preset: str = "default"
+                         ) -> TeacherSpec | None:
     """The camera-aware planner a checkpoint (or run directory) was distilled from: the
-    `distill` settings of its run's config.yaml, in the first folder at or up to `RUN_DEPTH`
-    folders above `target` that holds a run's config.yaml and run.json. A checkpoint outside
-    any run (e.g. `policies/reference/policy.pt`) is taken to come from `preset`. A config.yaml
-    that does not parse is skipped, not an error: the comparison is a diagnostic, and the
-    evaluation it rides on must still run."""
-    here = Path(target).resolve()
-    for folder in [here, *here.parents][:RUN_DEPTH + 1]:
-        path = folder / rundir.CONFIG_FILE
-        if path.is_file() and (folder / rundir.RUN_FILE).is_file():
-            try:
-                d = config_from_dict(read_yaml(path)).distill
-            except (ConfigError, OSError, ValueError, TypeError):
-                continue
-            return TeacherSpec(d.teacher_clearance_m, d.teacher_search, str(path))
-    d = load_config(preset).distill
-    return TeacherSpec(d.teacher_clearance_m, d.teacher_search, f"preset {preset}")
+    `distill` settings of its run's config.yaml (`rundir.run_dir_of`). A checkpoint outside any
+    run (e.g. `policies/reference/policy.pt`) is taken to come from `preset`. None for a run
+    that was not distilled from the planner (pixel PPO, or a PPO teacher): there is no
+    planner's label to compare with, nor for a run whose config.yaml no longer loads."""
+    run = rundir.run_dir_of(target)
+    if run is not None and (Path(run) / rundir.CONFIG_FILE).is_file():
+        try:
+            cfg, source = load_run_config(Path(run)), str(Path(run) / rundir.CONFIG_FILE)
+        except ConfigError:  # the comparison is a diagnostic: the evaluation still runs
+            return None
+    else:
+        cfg, source = load_config(preset), f"preset {preset}"
+    if cfg.method != "distill" or cfg.distill.teacher != "oracle":
+        return None
+    return TeacherSpec(cfg.distill.teacher_clearance_m, cfg.distill.teacher_search, source)

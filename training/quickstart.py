@@ -114,7 +114,7 @@ def quickstart(out: str | Path, settings: QuickstartSettings = QuickstartSetting
     eval_dir = run_dir / rundir.eval_dir_name("heldout")
     summary = evaluate_all(target, split="heldout", episodes=settings.episodes, seed=TEST_SEED,
                            out_dir=eval_dir, progress=not quiet,
-                           teacher=distillation_teacher(run_dir))
+                           teacher=distillation_teacher(target))
     log(metrics.format_table({n: summary[n] for n in summary["policies"]}))
     _stage(log, 3, "Recording a video of the policy")
     video = record_video(target, out=run_dir / rundir.video_file("policy"),

@@ -55,16 +55,18 @@ def score_run(run_dir: str, episodes: int, seed: int = TEST_SEED) -> dict[str, A
     if target is None:
         return None
     out = run / rundir.eval_dir_name(TEST_SPLIT)
+    teacher = distillation_teacher(run)
     summary = None
     if (out / rundir.SUMMARY_FILE).is_file():
         previous = rundir.read_json(out / rundir.SUMMARY_FILE)
         if (previous.get("episodes"), previous.get("seed"), previous.get("checkpoint")) == \
-                (episodes, seed, str(target)) and "policy" in previous:
+                (episodes, seed, str(target)) and "policy" in previous and (
+                    teacher is None or "teacher" in previous["policy"]):
             summary = previous
     if summary is None:
         summary = evaluate_all(target, split=TEST_SPLIT, episodes=episodes, seed=seed,
                                out_dir=out, policies=("policy",), progress=False,
-                               teacher=distillation_teacher(run))
+                               teacher=teacher)
     scores = {k: summary["policy"].get(k) for k in TEST_KEYS}
     return {**scores, "checkpoint": str(target.relative_to(run)), "seed": seed}
 

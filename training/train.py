@@ -22,7 +22,7 @@ from policies.checkpoint import CHECKPOINT_NAME
 from training import distill as distill_mod
 from training import ppo as ppo_mod
 from training.claim import claim_run_dir
-from training.config import TrainConfig, config_from_dict, read_yaml
+from training.config import TrainConfig
 from training.experts import MLPTeacher
 from training.finetune import finetune
 from training.resume import ResumeError, ResumePoint, resume_point, unfit
@@ -52,14 +52,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def load_run_config(run_dir: Path) -> TrainConfig:
-    """The resolved config a run was started with (its config.yaml)."""
-    path = run_dir / rundir.CONFIG_FILE
-    if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no {rundir.CONFIG_FILE})")
-    return config_from_dict(read_yaml(path))
 
 
 def _stopped_now(run_dir: Path) -> str:

@@ -74,11 +74,12 @@ def _teacher(doc: Doc, cmd: Commands) -> str:
     head = "### Against the teacher"
     if not isinstance(doc.value(HELDOUT, *stats, "confusion"), list):
         if doc.value(HELDOUT, *stats, "action_mae") is not None:
-            return join(head, "The policy's mean absolute difference from the teacher's "
-                        f"(linear, angular) command: {doc.num(HELDOUT, *stats, 'action_mae')}"
-                        f" in successful episodes "
-                        f"{doc.num(HELDOUT, *stats, 'action_mae_success')}, in failed ones "
-                        f"{doc.num(HELDOUT, *stats, 'action_mae_failure')}.")
+            return join(head, "The policy's mean absolute difference from the (linear, "
+                        "angular) command of the camera-aware planner it was distilled from: "
+                        f"{doc.num(HELDOUT, *stats, 'action_mae')} over all steps; "
+                        f"{doc.num(HELDOUT, *stats, 'action_mae_success')} in successful "
+                        f"episodes, {doc.num(HELDOUT, *stats, 'action_mae_failure')} in "
+                        "failed ones.")
         return join(head, "The summary predates the comparison with the teacher. "
                     + fill(cmd.eval()))
     size = len(doc.value(HELDOUT, *stats, "confusion"))
