@@ -75,7 +75,7 @@ def test_balance_power_falls_linearly_to_its_final_value() -> None:
     assert balance_power(fading, 0.5) == pytest.approx(0.25)
     assert balance_power(fading, 1.0) == 0.0
     assert balance_power(fading, 1.7) == 0.0  # a run past its budget stays at the end value
-    constant = load_config("default")
+    constant = load_config("default", ["distill.balance_power_final=0.5"])
     assert balance_power(constant, 0.0) == balance_power(constant, 1.0) == 0.5
 
 

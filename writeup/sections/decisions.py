@@ -213,6 +213,16 @@ def _d_method(doc: Doc, cmd: Commands) -> str:
         "errors (Learning by Cheating, Chen et al. 2019).", measured)
 
 
+def _weighting(setting) -> str:
+    """The class weighting of a run's imitation loss, from its `distill` settings."""
+    if not setting("balance_actions", False):
+        return "off"
+    final = setting("balance_power_final", 0.5)
+    if final == 0.5:
+        return "on (1/sqrt of each action's frequency)"
+    return f"on, its exponent moving from 1/2 to {final:g} over the run"
+
+
 def _d_student(doc: Doc, cmd: Commands) -> str:
     def setting(key: str, default: Any) -> Any:
         value = doc.value(CONFIG, "distill", key)
@@ -227,8 +237,7 @@ def _d_student(doc: Doc, cmd: Commands) -> str:
               "burn-in steps" if lstm else "no memory beyond the stack")
     chosen = (f"this run: frame stack {stack}, {memory}, "
               f"{setting('teacher_search', 'left')} search while the goal is out of view, "
-              "class-weighted loss "
-              f"{'on' if setting('balance_actions', False) else 'off'}, colour augmentation "
+              f"class-weighted loss {_weighting(setting)}, colour augmentation "
               f"{'on' if setting('augment_colour', False) else 'off'}, random shift "
               f"{setting('augment_shift_px', 0)} px.")
     if doc.has(HELDOUT) and doc.value(HELDOUT, "policy") is not None:
