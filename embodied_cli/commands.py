@@ -114,7 +114,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _print_agreement(summary: dict) -> None:
     """How closely the policy followed its distillation teacher (`eval.agreement`)."""
     from envs import ACTION_NAMES
-    from eval.agreement import format_confusion
+    from eval.metrics import format_confusion
 
     stats, teacher = summary["policy"].get("teacher"), summary.get("teacher")
     if not stats or not teacher:

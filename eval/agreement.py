@@ -21,7 +21,7 @@ key                      meaning
 `summarize` pools them over the episodes of a report: agreement over all steps and over the
 steps of successful and of failed episodes apart (a student that fails where it stops
 imitating shows a gap there), and the confusion table, whose rows say what the teacher asked
-for and whose columns what the policy did.
+for and whose columns what the policy did (printed by `metrics.format_confusion`).
 """
 
 from __future__ import annotations
@@ -91,8 +91,7 @@ class AgreementCounter:
         if self.error is not None:
             return
         try:
-            label = self.teacher.act(info, goal_visible if self.teacher.reads_visibility
-                                     else None)
+            label = self.teacher.act(info, goal_visible)
         except Exception as err:
             self.error = f"{type(err).__name__}: {err}"
             return
@@ -161,19 +160,3 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
         "action_mae_failure": mean_mae([r for r in measured if not r["success"]]),
     }
 
-
-def format_confusion(confusion: Sequence[Sequence[int]], names: Sequence[str]) -> str:
-    """Plain-text confusion table: one row per teacher label, its share of each policy action
-    (rows sum to 1), and how many steps carried that label."""
-    matrix = np.asarray(confusion, dtype=np.int64)
-    header = ["teacher \\ policy", *names, "steps"]
-    body = []
-    for name, row in zip(names, matrix, strict=True):
-        total = int(row.sum())
-        shares = [f"{v / total:.2f}" if total else "-" for v in row]
-        body.append([name, *shares, str(total)])
-    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join([r[0].ljust(widths[0]),
-                        *(c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True))])
-             for r in [header, *body]]
-    return "\n".join(lines)

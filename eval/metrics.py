@@ -222,12 +222,32 @@ def format_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
         + [_format_cell(summary, c) for c in TABLE_COLUMNS]
         for name, summary in rows.items()
     ]
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
+    lines, widths = _aligned([header, *body])
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([lines[0], rule, *lines[1:]])
 
-    def line(cells: list[str]) -> str:
+
+def format_confusion(confusion: Sequence[Sequence[int]], names: Sequence[str]) -> str:
+    """Plain-text confusion table of `agreement.summarize`: one row per teacher label, its
+    share of each policy action (rows sum to 1), and how many steps carried that label."""
+    matrix = np.asarray(confusion, dtype=np.int64)
+    body = []
+    for name, row in zip(names, matrix, strict=True):
+        total = int(row.sum())
+        shares = [f"{v / total:.2f}" if total else "-" for v in row]
+        body.append([name, *shares, str(total)])
+    lines, _ = _aligned([["teacher \\ policy", *names, "steps"], *body])
+    return "\n".join(lines)
+
+
+def _aligned(rows: Sequence[Sequence[str]]) -> tuple[list[str], list[int]]:
+    """Rows of cells as text lines (first column left-aligned, the rest right-aligned, two
+    spaces apart) and the column widths."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+
+    def line(cells: Sequence[str]) -> str:
         first = cells[0].ljust(widths[0])
         rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
         return "  ".join([first, *rest]).rstrip()
 
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), rule, *(line(r) for r in body)])
+    return [line(r) for r in rows], widths

@@ -15,7 +15,8 @@ import yaml
 from envs import ACTION_NAMES
 from envs.config import EnvConfig, ObservationConfig
 from eval import agreement, metrics
-from eval.agreement import AgreementCounter, TeacherSpec, format_confusion
+from eval.agreement import AgreementCounter, TeacherSpec
+from eval.metrics import format_confusion
 from eval.rollout import episode_seed, make_eval_env, run_episode
 from training.config import load_config
 from training.experts import distillation_teacher

@@ -362,8 +362,9 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                 group["lr"] = d.learning_rate * frac
             losses, agreements = [], []
             labels = buffer.flat_actions() if recurrent else buffer.actions[:buffer.size]
+            power = balance_power(cfg, progress)
             weights = None if continuous or not d.balance_actions else class_weights(
-                labels, venv.action_space.n, balance_power(cfg, progress)).to(device)
+                labels, venv.action_space.n, power).to(device)
             n_seq = max(1, d.batch_size // d.sequence_length)
             for _ in range(d.grad_steps_per_iteration):
                 if recurrent:
@@ -401,6 +402,6 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                 "time/train_s": time.perf_counter() - t1,
             }
             if weights is not None:
-                scalars["distill/balance_power"] = balance_power(cfg, progress)
+                scalars["distill/balance_power"] = power
             hooks.on_iteration(student, optimizer, state, scalars)
     return student, optimizer, state

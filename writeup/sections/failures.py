@@ -72,7 +72,8 @@ def _teacher(doc: Doc, cmd: Commands) -> str:
     """How closely the policy followed its distillation teacher (`eval/agreement.py`)."""
     stats = ("policy", "teacher")
     head = "### Against the teacher"
-    if not isinstance(doc.value(HELDOUT, *stats, "confusion"), list):
+    confusion = doc.value(HELDOUT, *stats, "confusion")
+    if not isinstance(confusion, list):
         if doc.value(HELDOUT, *stats, "action_mae") is not None:
             return join(head, "The policy's mean absolute difference from the (linear, "
                         "angular) command of the camera-aware planner it was distilled from: "
@@ -82,7 +83,7 @@ def _teacher(doc: Doc, cmd: Commands) -> str:
                         "failed ones.")
         return join(head, "The summary predates the comparison with the teacher. "
                     + fill(cmd.eval()))
-    size = len(doc.value(HELDOUT, *stats, "confusion"))
+    size = len(confusion)
     names = doc.value(HELDOUT, "teacher", "actions")
     if not isinstance(names, list) or len(names) != size:
         names = [f"action {i}" for i in range(size)]
