@@ -29,6 +29,7 @@ from sb3_contrib.common.recurrent.policies import (
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy
 
 import rundir
+from policies.actions import decide
 from policies.metadata import CheckpointError, CheckpointMeta
 from policies.networks import CameraCNN
 
@@ -190,11 +191,13 @@ class LoadedPolicy:
                     self.state = zero_state(self.policy, len(batch))
                 # the state is zeroed by reset(), so no step here is flagged as a start
                 starts = torch.zeros(len(batch), device=self.policy.device)
-                actions, self.state = self.policy._predict(chw, self.state, starts,
-                                                           deterministic)
-                actions = actions.cpu().numpy()
+                dist, self.state = self.policy.get_distribution(chw, self.state, starts)
             else:
-                actions = self.policy._predict(chw, deterministic).cpu().numpy()
+                dist = self.policy.get_distribution(chw)
+            if self.continuous or not deterministic:
+                actions = dist.get_actions(deterministic=deterministic).cpu().numpy()
+            else:  # drive or turn first, as the exported model's runner decides
+                actions = decide(dist.distribution.logits.cpu().numpy())
         if self.continuous:
             actions = np.clip(actions, -1.0, 1.0)
         return actions[0] if single else actions

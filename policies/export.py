@@ -4,7 +4,8 @@ The exported model is what a robot runs, so it takes the camera image exactly as
 a ROS 2 `sensor_msgs/Image` rgb8) delivers it, with the preprocessing inside the graph:
 
     input  "image"   uint8 (N, H, W, C), channel-last, values 0-255 (C = 3 * frame_stack)
-    output "logits"  float32 (N, n_actions), unnormalised; the action is the argmax
+    output "logits"  float32 (N, n_actions), unnormalised; the action is
+                     `policies.actions.decide` of them (drive or turn in place first)
       or   "action"  float32 (N, 2), the deterministic (mean) action clipped to [-1, 1]
 
 Inside: permute to (N, C, H, W), float, / 255 (what SB3 does before the CNN), features, actor
@@ -51,6 +52,7 @@ from torch import nn
 
 import rundir
 from envs.wrappers import make_env
+from policies.actions import decide
 from policies.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointMeta,
@@ -132,8 +134,9 @@ def output_name(continuous: bool) -> str:
 
 
 def actions_from_outputs(outputs: np.ndarray, continuous: bool) -> np.ndarray:
-    """Outputs (N, A) -> actions: (N,) int64 argmax of logits, or the (N, 2) actions."""
-    return outputs if continuous else np.argmax(outputs, axis=1)
+    """Outputs (N, A) -> actions: (N,) int64 from the logits (`policies.actions.decide`), or
+    the (N, 2) actions."""
+    return outputs if continuous else decide(outputs)
 
 
 def reference_outputs(loaded: LoadedPolicy, obs_hwc: np.ndarray,
@@ -514,4 +517,4 @@ class OnnxPolicy:
     def act(self, image_hwc: np.ndarray) -> int | np.ndarray:
         """One uint8 (H, W, C) image -> a discrete action index or a (2,) float32 action."""
         out = self.forward(image_hwc[None])[0]
-        return out if self.continuous else int(np.argmax(out))
+        return out if self.continuous else int(decide(out[None])[0])
