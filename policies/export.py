@@ -516,5 +516,9 @@ class OnnxPolicy:
 
     def act(self, image_hwc: np.ndarray) -> int | np.ndarray:
         """One uint8 (H, W, C) image -> a discrete action index or a (2,) float32 action."""
-        out = self.forward(image_hwc[None])[0]
-        return out if self.continuous else int(decide(out[None])[0])
+        return self.action(self.forward(image_hwc[None])[0])
+
+    def action(self, output: np.ndarray) -> int | np.ndarray:
+        """One row of `forward`'s output -> the action: decided from the logits
+        (`policies.actions.decide`), or the continuous action as it is."""
+        return output if self.continuous else int(decide(output[None])[0])

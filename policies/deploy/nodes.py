@@ -32,7 +32,6 @@ import rundir
 from envs.config import EnvConfig
 from envs.nav_env import DISCRETE_ACTIONS, CameraNavEnv
 from envs.wrappers import FrameStack
-from policies.actions import decide
 from policies.deploy.bag import BagRecorder
 from policies.deploy.messages import (
     Image,
@@ -305,7 +304,7 @@ class PolicyNode(Node):
             raise
         t1 = now_ns()
         out = self.policy.forward(batch)[0]
-        action = out if self.policy.continuous else int(decide(out[None])[0])
+        action = self.policy.action(out)
         t2 = now_ns()
         self.cmd_pub.publish(env_action_to_twist(action, self.cfg, self.policy.continuous))
         t3 = now_ns()
