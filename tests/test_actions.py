@@ -11,8 +11,10 @@ import torch
 
 from envs.config import EnvConfig, ObservationConfig, to_dict
 from policies.actions import decide
-from policies.checkpoint import build_policy, load_checkpoint, save_checkpoint
+from policies.checkpoint import build_policy, load_checkpoint, save_checkpoint, zero_state
 from policies.export import actions_from_outputs
+from training.config import ConfigError, DistillConfig, TrainConfig
+from training.distill import student_actions
 
 SPREAD = [0.26, 0.30, 0.03, 0.41, 0.0]
 """A student's probabilities where the plan leads away from a goal it just saw: turning left
@@ -63,3 +65,30 @@ def test_the_pytorch_policy_and_the_onnx_runner_decide_alike(tmp_path: Path) -> 
     assert int(sb3_action) == 3
     # the exported model's runner decides from the same logits the same way
     np.testing.assert_array_equal(actions_from_outputs(_logits(SPREAD, SPREAD), False), [1, 1])
+
+
+@pytest.mark.parametrize("lstm_hidden", [0, 8])
+def test_dagger_rollouts_act_by_the_configured_decision(lstm_hidden: int) -> None:
+    """`distill.rollout_decision`: the same SPREAD head turns left by argmax and drives
+    forward-left by drive-or-turn, feed-forward or recurrent (whose state moves on)."""
+    arch = {"features_dim": 16, "channels": [4, 8, 8], "net_arch": [16],
+            "lstm_hidden": lstm_hidden}
+    policy = build_policy(gym.spaces.Box(0, 255, (6, 36, 36), np.uint8),
+                          gym.spaces.Discrete(5), arch)
+    with torch.no_grad():
+        policy.action_net.weight.zero_()
+        policy.action_net.bias.copy_(torch.as_tensor(_logits(SPREAD)[0]))
+    images = torch.randint(0, 256, (2, 6, 36, 36), dtype=torch.uint8)
+    state = zero_state(policy, 2) if lstm_hidden else None
+    starts = torch.ones(2)
+    for decision, expected in (("argmax", [3, 3]), ("drive_or_turn", [1, 1])):
+        actions, new_state = student_actions(policy, images, state, starts, False, decision)
+        np.testing.assert_array_equal(actions, expected)
+        assert (new_state is None) == (lstm_hidden == 0)
+        if lstm_hidden:
+            assert not torch.equal(new_state[0], state[0])
+
+
+def test_an_unknown_rollout_decision_is_refused() -> None:
+    with pytest.raises(ConfigError, match="rollout_decision: 'sample'; use one of argmax"):
+        TrainConfig(distill=DistillConfig(rollout_decision="sample"))

@@ -20,6 +20,7 @@ from policies.oracle import SEARCHES
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 METHODS = ("distill", "ppo")
+ROLLOUT_DECISIONS = ("argmax", "drive_or_turn")
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,10 @@ class DistillConfig:
     calls for turning in place (`policies.oracle.Oracle`): left (always left, while the goal
     is outside 0.8 of the field of view) or continue (on while the image shows no goal, in the
     direction the robot is already rotating, else the plan's)."""
+    rollout_decision: str = "argmax"
+    """How a discrete student picks its own actions while it drives DAgger's rollouts: argmax
+    (its likeliest action), or drive_or_turn (`policies.actions.decide`, as evaluation and
+    deployment act), so the states it visits and gets labelled are the ones it will meet."""
     teacher_timesteps: int = 150_000
     """Environment steps for a PPO teacher."""
     total_timesteps: int = 120_000
@@ -204,6 +209,9 @@ class TrainConfig:
         if self.distill.teacher_search not in SEARCHES:
             raise ConfigError(f"distill.teacher_search: {self.distill.teacher_search!r}; use "
                               f"one of {', '.join(SEARCHES)}")
+        if self.distill.rollout_decision not in ROLLOUT_DECISIONS:
+            raise ConfigError(f"distill.rollout_decision: {self.distill.rollout_decision!r}; "
+                              f"use one of {', '.join(ROLLOUT_DECISIONS)}")
         if not 0.0 <= self.distill.teacher_clearance_m <= 1.0:
             raise ConfigError(f"distill.teacher_clearance_m: {self.distill.teacher_clearance_m}"
                               " is outside [0, 1] m; a margin of about 0.2 m suits the arena")
