@@ -37,7 +37,8 @@ FORMAT = "embodied-policy-v1"
 CHECKPOINT_NAME = rundir.POLICY_FILE
 
 __all__ = ["CHECKPOINT_NAME", "FORMAT", "CheckpointError", "CheckpointMeta", "LoadedPolicy",
-           "build_policy", "file_sha256", "is_recurrent", "load_checkpoint", "policy_kwargs",
+           "build_policy", "file_sha256", "is_recurrent", "load_checkpoint", "policy_actions",
+           "policy_kwargs",
            "resolve_checkpoint", "save_checkpoint", "zero_state"]
 
 
@@ -91,6 +92,25 @@ def zero_state(policy: ActorCriticPolicy, batch: int) -> tuple[torch.Tensor, tor
     layers, _, hidden = policy.lstm_hidden_state_shape
     zeros = torch.zeros((layers, batch, hidden), device=policy.device)
     return zeros, zeros.clone()
+
+
+def policy_actions(policy: ActorCriticPolicy, chw: torch.Tensor,
+                   state: tuple[torch.Tensor, torch.Tensor] | None, starts: torch.Tensor | None,
+                   deterministic: bool = True, drive_or_turn: bool = True):
+    """Actions for a batch of (N, C, H, W) images, and the next LSTM state (`state` None: a
+    feed-forward policy, and None back). A deterministic discrete action is decided drive or
+    turn first (`policies.actions.decide`) unless `drive_or_turn` is off (the argmax)."""
+    with torch.no_grad():
+        if state is not None:
+            dist, state = policy.get_distribution(chw, state, starts)
+        else:
+            dist = policy.get_distribution(chw)
+        discrete = isinstance(policy.action_space, gym.spaces.Discrete)
+        if discrete and deterministic and drive_or_turn:
+            actions = decide(dist.distribution.logits.cpu().numpy())
+        else:
+            actions = dist.get_actions(deterministic=deterministic).cpu().numpy()
+    return actions, state
 
 
 # ---------------------------------------------------------------------------- files
@@ -185,19 +205,15 @@ class LoadedPolicy:
         batch = obs[None] if single else obs
         chw = torch.as_tensor(np.ascontiguousarray(batch.transpose(0, 3, 1, 2)),
                               device=self.policy.device)
-        with torch.no_grad():
-            if self.recurrent:
-                if self.state is None or self.state[0].shape[1] != len(batch):
-                    self.state = zero_state(self.policy, len(batch))
-                # the state is zeroed by reset(), so no step here is flagged as a start
-                starts = torch.zeros(len(batch), device=self.policy.device)
-                dist, self.state = self.policy.get_distribution(chw, self.state, starts)
-            else:
-                dist = self.policy.get_distribution(chw)
-            if self.continuous or not deterministic:
-                actions = dist.get_actions(deterministic=deterministic).cpu().numpy()
-            else:  # drive or turn first, as the exported model's runner decides
-                actions = decide(dist.distribution.logits.cpu().numpy())
+        starts = None
+        if self.recurrent:
+            if self.state is None or self.state[0].shape[1] != len(batch):
+                self.state = zero_state(self.policy, len(batch))
+            # the state is zeroed by reset(), so no step here is flagged as a start
+            starts = torch.zeros(len(batch), device=self.policy.device)
+        # drive or turn first, as the exported model's runner decides
+        actions, self.state = policy_actions(self.policy, chw, self.state, starts,
+                                             deterministic)
         if self.continuous:
             actions = np.clip(actions, -1.0, 1.0)
         return actions[0] if single else actions

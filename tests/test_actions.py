@@ -11,10 +11,15 @@ import torch
 
 from envs.config import EnvConfig, ObservationConfig, to_dict
 from policies.actions import decide
-from policies.checkpoint import build_policy, load_checkpoint, save_checkpoint, zero_state
+from policies.checkpoint import (
+    build_policy,
+    load_checkpoint,
+    policy_actions,
+    save_checkpoint,
+    zero_state,
+)
 from policies.export import actions_from_outputs
 from training.config import ConfigError, DistillConfig, TrainConfig
-from training.distill import student_actions
 
 SPREAD = [0.26, 0.30, 0.03, 0.41, 0.0]
 """A student's probabilities where the plan leads away from a goal it just saw: turning left
@@ -82,7 +87,8 @@ def test_dagger_rollouts_act_by_the_configured_decision(lstm_hidden: int) -> Non
     state = zero_state(policy, 2) if lstm_hidden else None
     starts = torch.ones(2)
     for decision, expected in (("argmax", [3, 3]), ("drive_or_turn", [1, 1])):
-        actions, new_state = student_actions(policy, images, state, starts, False, decision)
+        actions, new_state = policy_actions(policy, images, state, starts,
+                                            drive_or_turn=decision == "drive_or_turn")
         np.testing.assert_array_equal(actions, expected)
         assert (new_state is None) == (lstm_hidden == 0)
         if lstm_hidden:

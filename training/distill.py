@@ -29,8 +29,7 @@ import torch.nn.functional as F
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 import rundir
-from policies.actions import decide
-from policies.checkpoint import build_policy, is_recurrent, zero_state
+from policies.checkpoint import build_policy, is_recurrent, policy_actions, zero_state
 from policies.metadata import CheckpointMeta
 from training.config import TrainConfig, student_arch
 from training.experts import ExpertLabel, MLPTeacher
@@ -275,22 +274,6 @@ def make_student(cfg: TrainConfig, device: torch.device) -> ActorCriticPolicy:
                         meta.arch.as_dict()).to(device)
 
 
-def student_actions(student: ActorCriticPolicy, images: torch.Tensor, lstm_state,
-                    starts: torch.Tensor, continuous: bool, decision: str):
-    """The actions the student takes itself in a rollout, and its next LSTM state (None for a
-    feed-forward student). `decision` (`distill.rollout_decision`) picks a discrete action."""
-    with torch.no_grad():
-        if lstm_state is not None:
-            dist, lstm_state = student.get_distribution(images, lstm_state, starts)
-        else:
-            dist = student.get_distribution(images)
-        if continuous or decision == "argmax":
-            actions = dist.get_actions(deterministic=True).cpu().numpy()
-        else:
-            actions = decide(dist.distribution.logits.cpu().numpy())
-    return actions, lstm_state
-
-
 def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher | None = None,
             student: ActorCriticPolicy | None = None, optimizer_state: dict | None = None,
             state: DistillState | None = None) -> tuple[ActorCriticPolicy, torch.optim.Optimizer,
@@ -345,9 +328,9 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
             for _ in range(steps_per_env):
                 chw = np.ascontiguousarray(obs.transpose(0, 3, 1, 2))
                 images = torch.as_tensor(chw, device=device)
-                own, lstm_state = student_actions(student, images, lstm_state,
-                                                  torch.as_tensor(starts, device=device),
-                                                  continuous, d.rollout_decision)
+                own, lstm_state = policy_actions(
+                    student, images, lstm_state, torch.as_tensor(starts, device=device),
+                    drive_or_turn=d.rollout_decision == "drive_or_turn")
                 take_teacher = rng.uniform(size=cfg.n_envs) < beta
                 shape = (-1,) + (1,) * (own.ndim - 1)
                 actions = np.where(take_teacher.reshape(shape), expert, own)
