@@ -21,6 +21,9 @@ Range = tuple[float, float]
 MAX_FRAME_STACK = 16
 """Most frames `ObservationConfig.frame_stack` may stack."""
 
+MAX_FRAME_STRIDE = 32
+"""Most steps `ObservationConfig.frame_stride` may put between stacked frames."""
+
 GROUPS = ("lighting", "appearance", "layout", "physics", "camera", "image_noise")
 """Randomization factor groups; per-factor robustness sweeps scale one group at a time."""
 
@@ -158,6 +161,10 @@ class ObservationConfig:
     """Image frames the policy sees at once, oldest first along the channel axis (1 = the
     newest alone). Applied by `envs.wrappers.make_env`; a reset fills the stack with the
     first frame."""
+    frame_stride: int = 1
+    """Control steps between consecutive stacked frames (1 = the newest `frame_stack` frames).
+    With 3 frames and stride 4 the policy sees steps t-8, t-4 and t: a memory of the last
+    eight steps for the price of three frames."""
 
     @property
     def image_channels(self) -> int:
@@ -267,6 +274,9 @@ def validate_env_config(cfg: EnvConfig) -> None:
     if not 1 <= obs.frame_stack <= MAX_FRAME_STACK:
         raise ConfigError(f"env.observation.frame_stack: must be 1-{MAX_FRAME_STACK}, got "
                           f"{obs.frame_stack}")
+    if not 1 <= obs.frame_stride <= MAX_FRAME_STRIDE:
+        raise ConfigError(f"env.observation.frame_stride: must be 1-{MAX_FRAME_STRIDE}, got "
+                          f"{obs.frame_stride}")
     if obs.frame_stack > 1 and (obs.lidar or obs.proprio or obs.privileged
                                 or not obs.image_channels):
         raise ConfigError("env.observation.frame_stack: stacking needs an image-only "

@@ -20,18 +20,23 @@ from envs.nav_env import CameraNavEnv
 
 
 class FrameStack:
-    """The newest `k` frames along the channel axis: (H, W, C) frames -> (H, W, k*C).
+    """`k` frames `stride` steps apart along the channel axis: (H, W, C) frames -> (H, W, k*C).
 
-    `reset(frame)` starts an episode: every slot holds its first frame, so a policy never sees
-    frames of two episodes at once. `push(frame)` adds the newest frame. Both return the stack,
-    oldest frame first.
+    With `stride` 1 these are the newest `k` frames; with `stride` s the stack holds the frames
+    of steps t - (k-1)s, ..., t - s, t, so a memoryless policy sees (k-1)s steps back at the
+    cost of k frames. `reset(frame)` starts an episode: every slot holds its first frame, so a
+    policy never sees frames of two episodes at once. `push(frame)` adds the newest frame. Both
+    return the stack, oldest frame first.
     """
 
-    def __init__(self, k: int) -> None:
+    def __init__(self, k: int, stride: int = 1) -> None:
         if k < 1:
             raise ValueError(f"frame stack k must be >= 1, got {k}")
+        if stride < 1:
+            raise ValueError(f"frame stride must be >= 1, got {stride}")
         self.k = k
-        self._frames: deque[np.ndarray] = deque(maxlen=k)
+        self.stride = stride
+        self._frames: deque[np.ndarray] = deque(maxlen=(k - 1) * stride + 1)
 
     @property
     def empty(self) -> bool:
@@ -40,7 +45,7 @@ class FrameStack:
 
     def reset(self, frame: np.ndarray) -> np.ndarray:
         """Fill every slot with `frame` (the first frame of an episode)."""
-        self._frames.extend([frame] * self.k)
+        self._frames.extend([frame] * self._frames.maxlen)
         return self.stacked()
 
     def push(self, frame: np.ndarray) -> np.ndarray:
@@ -52,22 +57,23 @@ class FrameStack:
         """The current stack, (H, W, k*C)."""
         if self.k == 1:
             return self._frames[-1]
-        return np.concatenate(list(self._frames), axis=2)
+        return np.concatenate(list(self._frames)[::self.stride], axis=2)
 
 
 class ChannelFrameStack(gym.ObservationWrapper):
-    """Stack the last `k` image observations along the channel axis: (H, W, C) -> (H, W, k*C).
+    """Stack `k` image observations `stride` steps apart along the channel axis:
+    (H, W, C) -> (H, W, k*C) (`FrameStack`).
 
     Channel stacking (rather than a new leading axis) keeps the observation an image that
     stable-baselines3's CNN policies accept as is.
     """
 
-    def __init__(self, env: gym.Env, k: int):
+    def __init__(self, env: gym.Env, k: int, stride: int = 1):
         super().__init__(env)
         space = env.observation_space
         if not isinstance(space, spaces.Box) or space.dtype != np.uint8 or len(space.shape) != 3:
             raise ValueError("ChannelFrameStack needs a uint8 (H, W, C) image observation")
-        self._stack = FrameStack(k)
+        self._stack = FrameStack(k, stride)
         self.k = k
         h, w, c = space.shape
         self.observation_space = spaces.Box(0, 255, (h, w, c * k), np.uint8)
@@ -89,7 +95,8 @@ def make_env(cfg: EnvConfig, continuous: bool = False, render_mode: str | None =
     """The env a policy acts in: `CameraNavEnv(cfg)`, then `inner`, then the frame stack.
 
     Args:
-        cfg: the env config; `cfg.observation.frame_stack` frames are stacked (1: none).
+        cfg: the env config; `cfg.observation.frame_stack` frames, `frame_stride` steps
+            apart, are stacked (1: none).
         continuous: continuous (2,) actions instead of the discrete ones.
         render_mode: "rgb_array" for the top-down view videos show; None renders nothing.
         inner: wrappers that must see single frames (episode logging, expert labels).
@@ -98,4 +105,4 @@ def make_env(cfg: EnvConfig, continuous: bool = False, render_mode: str | None =
     if inner is not None:
         env = inner(env)
     k = cfg.observation.frame_stack
-    return ChannelFrameStack(env, k) if k > 1 else env
+    return ChannelFrameStack(env, k, cfg.observation.frame_stride) if k > 1 else env

@@ -264,7 +264,8 @@ class PolicyNode(Node):
         self.cfg = policy.meta.env_config()
         h, w, _ = policy.image_shape
         self.frame_shape = (h, w, self.cfg.observation.image_channels)
-        self.stack = FrameStack(self.cfg.observation.frame_stack)
+        self.stack = FrameStack(self.cfg.observation.frame_stack,
+                                self.cfg.observation.frame_stride)
         self.warmup = warmup
         self.metrics = metrics
         self.cmd_pub = self.create_publisher(Twist, TOPIC_CMD, COMMAND_QOS)
