@@ -89,6 +89,8 @@ HOSTILE: list[tuple[str, str, Any, str]] = [
     ("frame_stack -1", "env.observation.frame_stack", -1, "env.observation.frame_stack"),
     ("frame_stack 10^6", "env.observation.frame_stack", 10**6, "env.observation.frame_stack"),
     ("frame_stack a bool", "env.observation.frame_stack", True, "env.observation.frame_stack"),
+    ("frame_stride 0", "env.observation.frame_stride", 0, "env.observation.frame_stride"),
+    ("frame_stride 10^6", "env.observation.frame_stride", 10**6, "env.observation.frame_stride"),
     ("legacy frame_stack 0", "frame_stack", 0, "frame_stack"),
     ("legacy frame_stack -1", "frame_stack", -1, "frame_stack"),
     ("legacy frame_stack disagrees", "frame_stack", 3, "frame_stack"),

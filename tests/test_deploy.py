@@ -286,16 +286,19 @@ def test_metrics_port_is_checked_and_a_port_in_use_is_named(discrete_ckpt: Path,
 
 # ---------------------------------------------------------------------------- frame stacking
 
-STACKED_CFG = EnvConfig(observation=ObservationConfig(width=SIZE, height=SIZE, frame_stack=2),
-                        max_steps=10)
+def stacked_cfg(stride: int) -> EnvConfig:
+    return EnvConfig(observation=ObservationConfig(width=SIZE, height=SIZE, frame_stack=2,
+                                                   frame_stride=stride), max_steps=10)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
 def test_policy_node_stacks_frames_as_the_env_and_restarts_at_each_episode(
-        tmp_path: Path) -> None:
+        tmp_path: Path, stride: int) -> None:
+    cfg = stacked_cfg(stride)
     policy = build_policy(gym.spaces.Box(0, 255, (6, SIZE, SIZE), np.uint8),
                           gym.spaces.Discrete(len(DISCRETE_ACTIONS)), ARCH)
     (tmp_path / rundir.RUN_FILE).write_text("{}")  # a run directory: the export lands beside it
-    ckpt = save_checkpoint(tmp_path / "policy.pt", policy, ARCH, {"env": to_dict(STACKED_CFG)})
+    ckpt = save_checkpoint(tmp_path / "policy.pt", policy, ARCH, {"env": to_dict(cfg)})
     obs = np.zeros((2, SIZE, SIZE, 6), np.uint8)
     onnx_policy = OnnxPolicy(export_policy(ckpt, "onnx", check_obs=obs)["path"])
     context, executor = Context(), SingleThreadedExecutor()
@@ -308,7 +311,7 @@ def test_policy_node_stacks_frames_as_the_env_and_restarts_at_each_episode(
     episode_pub = camera.create_publisher(UInt32, TOPIC_EPISODE, 5)
     executor.add_node(node)
     # The robot streams raw frames; training's env stacks them with a reset per episode.
-    raw, stacked = CameraNavEnv(STACKED_CFG), make_env(STACKED_CFG)
+    raw, stacked = CameraNavEnv(cfg), make_env(cfg)
     expected = []
     try:
         for episode, seed in enumerate((11, 12)):

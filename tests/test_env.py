@@ -308,6 +308,7 @@ def test_collision_counts_and_can_terminate() -> None:
     ({"randomization": {"light_ambient": [0.0, 0.5]}}, "env.randomization.light_ambient"),
     ({"randomization": {"camera_fov_deg": [80.0, 170.0]}}, "env.randomization.camera_fov_deg"),
     ({"split": "test"}, "env.split"),
+    ({"observation": {"frame_stride": 0}}, "env.observation.frame_stride"),
 ])
 def test_bad_config_is_one_line_naming_the_field(data: dict, field_name: str) -> None:
     with pytest.raises(ConfigError) as err:
@@ -475,6 +476,25 @@ def test_channel_frame_stack_puts_newest_last() -> None:
         obs = stacked.step(fixed_action(raw, t))[0]
         assert same_bytes(obs[..., -3:], frame)  # same seed, same actions: same newest frame
         assert same_bytes(obs[..., :-3], previous[..., 3:])  # older frames shift left
+    raw.close()
+    stacked.close()
+
+
+def test_strided_frame_stack_holds_frames_stride_steps_apart() -> None:
+    k, stride = 3, 2
+    raw = small()
+    stacked = ChannelFrameStack(small(), k, stride)
+    assert stacked.observation_space.shape == (40, 40, 3 * k)
+    frames = [raw.reset(seed=9)[0]]
+    obs, _ = stacked.reset(seed=9)
+    assert all(same_bytes(obs[..., 3 * i:3 * i + 3], frames[0]) for i in range(k))
+    for t in range(7):
+        frames.append(raw.step(fixed_action(raw, t))[0])
+        obs = stacked.step(fixed_action(raw, t))[0]
+        newest = len(frames) - 1
+        for slot in range(k):  # oldest first: steps t-4, t-2, t (the first frame before that)
+            want = frames[max(0, newest - (k - 1 - slot) * stride)]
+            assert same_bytes(obs[..., 3 * slot:3 * slot + 3], want), (t, slot)
     raw.close()
     stacked.close()
 
