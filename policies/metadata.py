@@ -18,14 +18,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.config import (
-    MAX_FRAME_STACK,
-    MAX_FRAME_STRIDE,
-    ConfigError,
-    EnvConfig,
-    from_dict,
-    to_dict,
-)
+from envs.config import MAX_FRAME_STACK, ConfigError, EnvConfig, from_dict, to_dict
 from envs.nav_env import DISCRETE_ACTIONS
 
 # Bounds on what a checkpoint may ask for. They are far above anything this project trains
@@ -294,7 +287,6 @@ def _env(source: Any, data: Mapping[str, Any]) -> EnvConfig:
         ("env.observation.width", obs.width, MIN_IMAGE_SIDE_PX, MAX_IMAGE_SIDE_PX),
         ("env.observation.height", obs.height, MIN_IMAGE_SIDE_PX, MAX_IMAGE_SIDE_PX),
         ("env.observation.lidar_rays", obs.lidar_rays, 1, MAX_LIDAR_RAYS),
-        ("env.observation.frame_stride", obs.frame_stride, 1, MAX_FRAME_STRIDE),
     )
     allowed = {
         "env.physics_hz": f"at most {MAX_PHYSICS_SUBSTEPS} physics steps per control step",
