@@ -38,7 +38,8 @@ from policies.oracle import SEARCHES, Oracle
 @dataclass(frozen=True)
 class TeacherSpec:
     """Which camera-aware planner labels the visited states: the distillation teacher's
-    settings (`distill.teacher_clearance_m`, `distill.teacher_search`)."""
+    settings (`distill.teacher_clearance_m`, `distill.teacher_search`,
+    `distill.teacher_keep_goal_in_view`)."""
 
     clearance_m: float = 0.0
     """Margin the teacher's plan keeps from obstacles and walls (m)."""
@@ -46,6 +47,8 @@ class TeacherSpec:
     """How the teacher searches for a goal out of view (`policies.oracle.SEARCHES`)."""
     source: str = ""
     """Where the settings came from (a run's config.yaml, or a preset), for the report."""
+    keep_goal_in_view: bool = False
+    """Whether the teacher steers with a visible goal kept in view where its plan allows."""
 
     def __post_init__(self):
         if self.search not in SEARCHES:
@@ -55,10 +58,11 @@ class TeacherSpec:
 
     def build(self, continuous: bool) -> Oracle:
         return Oracle(continuous=continuous, camera_aware=True, clearance_m=self.clearance_m,
-                      search=self.search)
+                      search=self.search, keep_goal_in_view=self.keep_goal_in_view)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"clearance_m": self.clearance_m, "search": self.search, "source": self.source}
+        return {"clearance_m": self.clearance_m, "search": self.search,
+                "keep_goal_in_view": self.keep_goal_in_view, "source": self.source}
 
 
 class AgreementCounter:

@@ -34,6 +34,13 @@ ROTATING_RAD = 0.05
 `search="continue"` teacher: a third of a top-rate turn step, above the jitter of contacts,
 and visible between the two stacked frames a student sees."""
 
+IN_VIEW_HEADINGS = 9
+"""Headings tried across the view cone by a teacher that keeps a visible goal in view."""
+
+IN_VIEW_PROGRESS = 0.2
+"""Share of the lookahead a heading kept towards the goal must gain on the plan's distance
+field (so the detour it allows stays short); below it, the plan turns away from the goal."""
+
 SEARCHES = ("left", "continue")
 """How a camera-aware teacher turns while the goal is out of the camera's view."""
 
@@ -86,15 +93,27 @@ class Oracle:
     a teacher for a student whose imitation is a little off, which then drives down the middle
     instead of learning to graze. Where a robot already sits close to an obstacle, the cost's
     slope points away from it, so the label leads out of the contact.
+
+    `keep_goal_in_view=True` changes what the teacher does while the camera image shows the
+    goal and the plan's waypoint lies outside the view cone around it, so that steering for
+    the waypoint would turn the goal out of the image (the shortest way round an obstacle often
+    leaves the goal's side): if a heading within that cone (0.8 of the half field of view
+    either side of the goal) reaches, `lookahead_m` ahead over free cells, a point at least
+    `IN_VIEW_PROGRESS` of that distance lower on the plan's distance field, it steers along the
+    best such heading instead. The student then drives with the goal in its image, where it can
+    see why, rather than on with no goal in view, where its image cannot tell driving round an
+    obstacle from searching. Every such label still descends the distance field.
     """
 
     def __init__(self, continuous: bool = False, lookahead_m: float = 0.45,
                  camera_aware: bool = False, fov_margin: float = 0.8,
-                 clearance_m: float = 0.0, search: str = "left"):
+                 clearance_m: float = 0.0, search: str = "left",
+                 keep_goal_in_view: bool = False):
         if search not in SEARCHES:
             raise ValueError(f"search: {search!r}; use one of {SEARCHES}")
         self.continuous = continuous
         self.search = search
+        self.keep_goal_in_view = keep_goal_in_view
         self.last_heading = 0.0
         self.clearance_m = clearance_m
         self.lookahead_m = lookahead_m
@@ -106,8 +125,9 @@ class Oracle:
 
     @property
     def reads_visibility(self) -> bool:
-        """Whether `act` needs `goal_visible` (a camera-aware teacher with `search="continue"`)."""
-        return self.camera_aware and self.search == "continue"
+        """Whether `act` needs `goal_visible` (a camera-aware teacher with `search="continue"`
+        or `keep_goal_in_view`)."""
+        return self.camera_aware and (self.search == "continue" or self.keep_goal_in_view)
 
     def reset(self, info: dict) -> None:
         for key in ("occupancy", "grid_half_size_m", "grid_resolution_m", "goal"):
@@ -148,6 +168,8 @@ class Oracle:
         if np.linalg.norm(goal - pose[:2]) < self.lookahead_m:
             waypoint = goal
         err = heading_error(pose, waypoint)
+        if self.keep_goal_in_view and self.camera_aware:
+            err = self._keep_in_view(pose, goal, err, goal_visible)
         if self.camera_aware and abs(err) > TURN_IN_PLACE_RAD:
             left = self._search_left(pose, goal, err, rotation, goal_visible)
             if left is not None:
@@ -159,6 +181,42 @@ class Oracle:
             angular = float(np.clip(2.0 * err, -1.0, 1.0))
             return np.array([linear, angular], dtype=np.float32)
         return discrete_action(err)
+
+    def _keep_in_view(self, pose: np.ndarray, goal: np.ndarray, err: float,
+                      goal_visible: bool | None) -> float:
+        """The heading error to steer by: the plan's `err`, or, while the image shows the goal
+        and the plan's waypoint lies outside the view cone around it, that of a heading which
+        keeps the goal in view (`_heading_in_view`) where one gains enough."""
+        if goal_visible is None:
+            raise ValueError("a teacher with keep_goal_in_view needs goal_visible in act()")
+        if not goal_visible or abs(wrap_angle(err - heading_error(pose, goal))) \
+                <= self.half_fov_rad:
+            return err
+        heading = self._heading_in_view(pose, goal)
+        return err if heading is None else wrap_angle(heading - pose[2])
+
+    def _heading_in_view(self, pose: np.ndarray, goal: np.ndarray) -> float | None:
+        """The heading within the view cone around the goal whose point `lookahead_m` ahead
+        lies lowest on the distance field, over free cells all the way; None when none gains
+        `IN_VIEW_PROGRESS` of the lookahead on where the robot stands."""
+        grid, field = self.grid, self.field
+        here = field[grid.cell(pose[:2])]
+        if not np.isfinite(here):
+            return None
+        bearing = math.atan2(goal[1] - pose[1], goal[0] - pose[0])
+        # samples every half cell along the segment, so no cell it crosses is skipped
+        along = np.linspace(0.0, 1.0, int(np.ceil(2 * self.lookahead_m / grid.resolution_m)) + 1)
+        best, best_heading = here - IN_VIEW_PROGRESS * self.lookahead_m, None
+        for heading in bearing + np.linspace(-self.half_fov_rad, self.half_fov_rad,
+                                             IN_VIEW_HEADINGS):
+            step = self.lookahead_m * np.array([math.cos(heading), math.sin(heading)])
+            cells = [grid.cell(pose[:2] + t * step) for t in along[1:]]
+            if not all(grid.free[c] for c in cells):
+                continue
+            value = field[cells[-1]]
+            if value < best:
+                best, best_heading = value, float(heading)
+        return best_heading
 
     def _search_left(self, pose: np.ndarray, goal: np.ndarray, err: float, rotation: float,
                      goal_visible: bool | None) -> bool | None:

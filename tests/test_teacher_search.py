@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from envs.config import ConfigError
+from eval.agreement import TeacherSpec
 from policies.oracle import Oracle
 from training.config import load_config
 
@@ -87,7 +88,7 @@ def test_expert_label_with_continue_search_drives_to_the_goal() -> None:
     from training.experts import ExpertLabel
 
     env = ExpertLabel(CameraNavEnv(EnvConfig(split="heldout", observation=ObservationConfig(
-        camera=False, lidar=True))), "oracle", clearance_m=0.2, search="continue")
+        camera=False, lidar=True))), "oracle", spec=TeacherSpec(0.2, "continue"))
     successes = 0
     for seed in range(6):
         _, info = env.reset(seed=seed)

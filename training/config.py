@@ -81,6 +81,10 @@ class DistillConfig:
     calls for turning in place (`policies.oracle.Oracle`): left (always left, while the goal
     is outside 0.8 of the field of view) or continue (on while the image shows no goal, in the
     direction the robot is already rotating, else the plan's)."""
+    teacher_keep_goal_in_view: bool = False
+    """While the image shows the goal and the oracle teacher's plan would turn it out of view,
+    steer along a heading that keeps the goal in view and still gains on the plan's distance,
+    where one exists (`policies.oracle.Oracle`, keep_goal_in_view)."""
     rollout_decision: str = "argmax"
     """How a discrete student picks its own actions while it drives DAgger's rollouts: argmax
     (its likeliest action), or drive_or_turn (`policies.actions.decide`, as evaluation and

@@ -32,7 +32,7 @@ import rundir
 from policies.checkpoint import build_policy, is_recurrent, policy_actions, zero_state
 from policies.metadata import CheckpointMeta
 from training.config import TrainConfig, student_arch
-from training.experts import ExpertLabel, MLPTeacher
+from training.experts import ExpertLabel, MLPTeacher, teacher_spec
 from training.vec import make_vec_env, running
 
 
@@ -290,8 +290,7 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
     kind = d.teacher
 
     def wrapper(env):
-        return ExpertLabel(env, kind, teacher, clearance_m=d.teacher_clearance_m,
-                           search=d.teacher_search)
+        return ExpertLabel(env, kind, teacher, teacher_spec(d))
 
     # each (re)start of the collection draws new scenes: a resumed run does not replay its own
     seed = cfg.seed + rundir.SEED_OFFSETS["distill_iteration"] * state.iteration

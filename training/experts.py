@@ -17,7 +17,7 @@ from torch import nn
 import rundir
 from envs.config import ConfigError, ObservationConfig
 from eval.agreement import TeacherSpec
-from training.config import load_config, load_run_config
+from training.config import DistillConfig, load_config, load_run_config
 
 
 def teacher_observation(obs: ObservationConfig) -> ObservationConfig:
@@ -55,11 +55,11 @@ class ExpertLabel(gym.Wrapper):
     """Adds `info["expert_action"]`: the teacher's action for the observation just returned."""
 
     def __init__(self, env: gym.Env, teacher: str, mlp: MLPTeacher | None = None,
-                 clearance_m: float = 0.0, search: str = "left"):
+                 spec: TeacherSpec | None = None):
         super().__init__(env)
         self.teacher = teacher
         self.mlp = mlp
-        self.oracle = TeacherSpec(clearance_m, search).build(env.unwrapped.continuous)
+        self.oracle = (spec or TeacherSpec()).build(env.unwrapped.continuous)
 
     def _label(self, info: dict):
         if self.teacher == "oracle":
@@ -98,4 +98,10 @@ def distillation_teacher(target: str | os.PathLike[str], preset: str = "default"
         cfg, source = load_config(preset), f"preset {preset}"
     if cfg.method != "distill" or cfg.distill.teacher != "oracle":
         return None
-    return TeacherSpec(cfg.distill.teacher_clearance_m, cfg.distill.teacher_search, source)
+    return teacher_spec(cfg.distill, source)
+
+
+def teacher_spec(d: DistillConfig, source: str = "") -> TeacherSpec:
+    """The oracle teacher's settings in a run's `distill` section."""
+    return TeacherSpec(d.teacher_clearance_m, d.teacher_search, source,
+                       d.teacher_keep_goal_in_view)

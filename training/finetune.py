@@ -25,7 +25,7 @@ import rundir
 from training import ppo as ppo_mod
 from training.config import TrainConfig
 from training.distill import imitation_loss
-from training.experts import ExpertLabel, MLPTeacher
+from training.experts import ExpertLabel, MLPTeacher, teacher_spec
 from training.vec import make_vec_env, running
 
 
@@ -145,11 +145,10 @@ def finetune(cfg: TrainConfig, hooks, device: torch.device, run_dir, student,
     Its steps continue the distillation's count, so evaluation, checkpoints and the progress
     bar carry on where distillation stopped."""
     f = cfg.finetune
-    kind, clearance = cfg.distill.teacher, cfg.distill.teacher_clearance_m
+    kind, spec = cfg.distill.teacher, teacher_spec(cfg.distill)
 
     def wrapper(env):
-        return ExpertLabel(env, kind, teacher, clearance_m=clearance,
-                           search=cfg.distill.teacher_search)
+        return ExpertLabel(env, kind, teacher, spec)
 
     venv = make_vec_env(cfg.env, cfg.n_envs, cfg.seed + rundir.SEED_OFFSETS["finetune_envs"],
                         hooks.continuous, kind=cfg.vec_env, monitor_dir=hooks.monitor_dir,
