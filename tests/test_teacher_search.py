@@ -99,3 +99,56 @@ def test_expert_label_with_continue_search_drives_to_the_goal() -> None:
         successes += info["success"]
     env.close()
     assert successes == 6
+
+
+def _walled(wall_from_y: float, robot_x: float = -1.5) -> dict:
+    """The robot at (robot_x, 0) facing east towards the goal at (1.5, 0), which it sees; a
+    wall at x = 0 runs from y = `wall_from_y` to the north wall, so the way round is south."""
+    free = np.ones((40, 40), bool)
+    free[int(round((wall_from_y + 2.0) / 0.1)):, 19:21] = False
+    return {"occupancy": free, "grid_half_size_m": 2.0, "grid_resolution_m": 0.1,
+            "goal": np.array([1.5, 0.0]), "pose": np.array([robot_x, 0.0, 0.0]),
+            "scene": {"camera_fov_deg": 90.0}}
+
+
+def _keep_label(info: dict, keep: bool, visible: bool | None) -> int:
+    teacher = Oracle(camera_aware=True, keep_goal_in_view=keep)
+    teacher.reset(info)
+    return teacher.act(info, visible)
+
+
+def test_keep_goal_in_view_drives_on_where_the_plan_would_turn_the_goal_away() -> None:
+    # the gap lies 1.2 m south: the plan's waypoint is about 40 degrees right of the goal,
+    # outside the view cone (0.8 x 45 degrees), and the plan turns right in place
+    info = _walled(-1.2)
+    assert _keep_label(info, keep=False, visible=True) == 4
+    # a heading inside the cone still gains on the way round: drive forward-right, goal in view
+    assert _keep_label(info, keep=True, visible=True) == 2
+    # no goal in the image: the plan's label, unchanged
+    assert _keep_label(info, keep=True, visible=False) == 4
+
+
+def test_keep_goal_in_view_changes_nothing_when_the_plan_keeps_the_goal_in_view() -> None:
+    info = _walled(-0.4)  # the way round is 15 degrees off the goal: inside the cone
+    assert _keep_label(info, keep=True, visible=True) == _keep_label(info, False, True) == 2
+
+
+def test_keep_goal_in_view_turns_away_when_no_heading_in_view_gains() -> None:
+    # 0.4 m from the wall: every heading in the cone runs into it within the lookahead
+    info = _walled(-1.2, robot_x=-0.4)
+    assert _keep_label(info, keep=True, visible=True) == _keep_label(info, False, True) == 4
+
+
+def test_keep_goal_in_view_needs_the_visibility_and_reaches_the_config() -> None:
+    teacher = Oracle(camera_aware=True, keep_goal_in_view=True)
+    assert teacher.reads_visibility
+    teacher.reset(_walled(-1.2))
+    with pytest.raises(ValueError, match="goal_visible"):
+        teacher.act(_walled(-1.2))
+    from training.experts import teacher_spec
+
+    d = load_config("default", ["distill.teacher_keep_goal_in_view=true"]).distill
+    spec = teacher_spec(d)
+    assert spec.keep_goal_in_view and spec.as_dict()["keep_goal_in_view"] is True
+    assert spec.build(continuous=False).keep_goal_in_view
+    assert not teacher_spec(load_config("default").distill).keep_goal_in_view
