@@ -102,9 +102,12 @@ class Oracle:
     `IN_VIEW_PROGRESS` of that distance lower on the plan's distance field, it steers along the
     best such heading instead. The student then drives with the goal in its image, where it can
     see why, rather than on with no goal in view, where its image cannot tell driving round an
-    obstacle from searching. Every such label still descends the distance field. Over three
-    training seeds its students spun a little less but touched obstacles in more episodes (the
-    README's routes table), so it is off by default.
+    obstacle from searching. Every such label still descends the distance field, but a heading
+    is scored at its end point alone: the cost of the segment itself is not counted, so with
+    `clearance_m > 0` the heading kept in view can cut inside the margin the plan keeps. Over
+    three training seeds its students spun a little less but touched obstacles in more
+    episodes (the README's routes table; that cut is a likely cause, not isolated), so it is
+    off by default. It acts only in a `camera_aware` teacher.
     """
 
     def __init__(self, continuous: bool = False, lookahead_m: float = 0.45,
@@ -159,7 +162,8 @@ class Oracle:
 
     def act(self, info: dict, goal_visible: bool | None = None):
         """The action for the state in `info`; `goal_visible` (whether the camera image shows
-        the goal) is needed by a camera-aware teacher with `search="continue"`."""
+        the goal) is needed by a camera-aware teacher with `search="continue"` or
+        `keep_goal_in_view`."""
         if self.grid is None:
             raise RuntimeError("call Oracle.reset(reset_info) at the start of each episode")
         pose = np.asarray(info["pose"], dtype=float)
@@ -206,7 +210,8 @@ class Oracle:
         if not np.isfinite(here):
             return None
         bearing = math.atan2(goal[1] - pose[1], goal[0] - pose[0])
-        # samples every half cell along the segment, so no cell it crosses is skipped
+        # samples every half cell along the segment: it may miss a cell the segment only
+        # clips at a corner, which the plan's eroded grid keeps clear anyway
         along = np.linspace(0.0, 1.0, int(np.ceil(2 * self.lookahead_m / grid.resolution_m)) + 1)
         best, best_heading = here - IN_VIEW_PROGRESS * self.lookahead_m, None
         for heading in bearing + np.linspace(-self.half_fov_rad, self.half_fov_rad,

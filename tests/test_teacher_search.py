@@ -118,7 +118,7 @@ def _keep_label(info: dict, keep: bool, visible: bool | None) -> int:
 
 
 def test_keep_goal_in_view_drives_on_where_the_plan_would_turn_the_goal_away() -> None:
-    # the gap lies 1.2 m south: the plan's waypoint is about 40 degrees right of the goal,
+    # the gap lies 1.2 m south: the plan's waypoint is nearly 60 degrees right of the goal,
     # outside the view cone (0.8 x 45 degrees), and the plan turns right in place
     info = _walled(-1.2)
     assert _keep_label(info, keep=False, visible=True) == 4
@@ -129,8 +129,14 @@ def test_keep_goal_in_view_drives_on_where_the_plan_would_turn_the_goal_away() -
 
 
 def test_keep_goal_in_view_changes_nothing_when_the_plan_keeps_the_goal_in_view() -> None:
-    info = _walled(-0.4)  # the way round is 15 degrees off the goal: inside the cone
-    assert _keep_label(info, keep=True, visible=True) == _keep_label(info, False, True) == 2
+    info = _walled(-0.4)  # the plan's waypoint is 21 degrees off the goal: inside the cone
+    # continuous commands, which tell the plan's heading from any other in the cone
+    commands = []
+    for keep in (False, True):
+        teacher = Oracle(continuous=True, camera_aware=True, keep_goal_in_view=keep)
+        teacher.reset(info)
+        commands.append(teacher.act(info, True))
+    np.testing.assert_array_equal(commands[0], commands[1])
 
 
 def test_keep_goal_in_view_turns_away_when_no_heading_in_view_gains() -> None:

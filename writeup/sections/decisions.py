@@ -235,8 +235,11 @@ def _d_student(doc: Doc, cmd: Commands) -> str:
     memory = (f"an LSTM of {lstm} units between the CNN and the actor, trained on "
               f"{setting('sequence_length', 0)}-step sequences with {setting('burn_in', 0)} "
               "burn-in steps" if lstm else "no memory beyond the stack")
+    keep_in_view = ("the teacher keeping a visible goal in view where it can, "
+                    if setting("teacher_keep_goal_in_view", False) else "")
     chosen = (f"this run: frame stack {stack}, {memory}, "
               f"{setting('teacher_search', 'left')} search while the goal is out of view, "
+              f"{keep_in_view}"
               f"class-weighted loss {_weighting(setting)}, colour augmentation "
               f"{'on' if setting('augment_colour', False) else 'off'}, random shift "
               f"{setting('augment_shift_px', 0)} px.")

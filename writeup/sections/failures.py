@@ -90,12 +90,15 @@ def _teacher(doc: Doc, cmd: Commands) -> str:
     rows = [[str(name), *(doc.num(HELDOUT, *stats, "confusion", i, j, kind="int")
                           for j in range(size))]
             for i, name in enumerate(names)]
+    keep_in_view = (", a visible goal kept in view where a heading allows"
+                    if doc.value(HELDOUT, "teacher", "keep_goal_in_view") else "")
     return join(
         head,
         "Evaluation also labels every state the policy visited with the action of the "
         "camera-aware planner it was distilled from (clearance "
         f"{doc.num(HELDOUT, 'teacher', 'clearance_m', kind='metric')} m, search "
-        f"`{doc.text(HELDOUT, 'teacher', 'search')}`; settings from "
+        f"`{doc.text(HELDOUT, 'teacher', 'search')}`"
+        f"{keep_in_view}; settings from "
         f"{doc.text(HELDOUT, 'teacher', 'source')}). The policy took the teacher's action on "
         f"{doc.num(HELDOUT, *stats, 'agreement')} of its "
         f"{doc.num(HELDOUT, *stats, 'steps', kind='int')} steps: "
