@@ -20,7 +20,7 @@ import numpy as np
 import pybullet_data
 
 import rundir
-from envs.config import EnvConfig
+from envs.config import EnvConfig, RandomizationConfig
 from envs.nav_env import CameraNavEnv
 from eval import bench_env as alt
 from eval import bench_render as rend
@@ -120,11 +120,37 @@ def _bare_scene(steps: int, seed: int) -> dict[str, Any]:
     finally:
         env.close()
         bare.close()
-    return {"scene": " ".join(alt.BareScene.__doc__.split()),
+    return {"scene": bare.describe(),
             "env_steps_per_s": round(rates["env"], 1),
             "bare_steps_per_s": round(rates["bare"], 1),
             "env_render_fps": round(rates["render"], 1),
             "env_vs_bare": round(rates["env"] / rates["bare"], 3)}
+
+
+NARROW_LENS_DEG = (80.0, 95.0)
+"""The field of view the env drew its camera from before today's wider lens."""
+
+
+def _lens(steps: int, seed: int) -> dict[str, Any]:
+    """What today's lens costs a step: the env with its default field of view and with the
+    narrower one it replaced, from the same seed (so the same scenes), in alternating blocks."""
+    wide = alt._env(64)
+    narrow = alt._env(64, randomization=RandomizationConfig(camera_fov_deg=NARROW_LENS_DEG))
+    try:
+        rates = alt.interleaved_rates({
+            "wide": alt.EnvRunner(wide, seed), "narrow": alt.EnvRunner(narrow, seed),
+            "wide_render": alt.RenderOnly(wide), "narrow_render": alt.RenderOnly(narrow)},
+            steps, ROUNDS, WARMUP)
+    finally:
+        wide.close()
+        narrow.close()
+    return {"fov_deg": list(RandomizationConfig().camera_fov_deg),
+            "narrow_fov_deg": list(NARROW_LENS_DEG),
+            "env_steps_per_s": round(rates["wide"], 1),
+            "narrow_env_steps_per_s": round(rates["narrow"], 1),
+            "render_fps": round(rates["wide_render"], 1),
+            "narrow_render_fps": round(rates["narrow_render"], 1),
+            "env_vs_narrow": round(rates["wide"] / rates["narrow"], 3)}
 
 
 def _alternatives(steps: int, seed: int) -> dict[str, Any]:
@@ -135,11 +161,13 @@ def _alternatives(steps: int, seed: int) -> dict[str, Any]:
     finally:
         env.close()
     bare = _bare_scene(steps, seed)
+    lens = _lens(steps, seed)
     tiny = rend.fill_rate(frames=max(200, steps))
     egl = rend.egl_llvmpipe(frames=max(8, steps // 15))
     covered = rend.covered_fraction(frames=max(100, steps // 5), seed=seed)
     return {
         "bare_scene": bare,
+        "lens": lens,
         "breakdown": breakdown,
         "geometry_variants": alt.geometry_variants(max(2, steps // 100), 3, seed),
         "physics_rates": alt.contact_agreement(episodes=2 + steps // 500, seed=seed),
@@ -159,7 +187,8 @@ def bench_env(resolutions: tuple[int, ...] = (48, 64, 84), steps: int = 1000,
     render_fps, env_vs_bound), naive_mesh_robot (the same row with racecar.urdf in view, plus
     speedup_of_primitive_robot, None when 64 is not among `resolutions`), memory (resets,
     rss_growth_mb, reset_ms), targets; with `alternatives` also bare_scene (env vs the bare
-    PyBullet scene, side by side), breakdown (ms per part of a step), geometry_variants,
+    PyBullet scene, side by side), lens (the env with today's field of view against the
+    narrower one it replaced, side by side), breakdown (ms per part of a step), geometry_variants,
     physics_rates (contact agreement per solver rate), renderers (TinyRenderer and EGL on
     llvmpipe fill rates, covered share of a frame) and miniworld_gap.
     """
@@ -217,6 +246,16 @@ def _mark(ok: bool) -> str:
     return "ok" if ok else "MISS"
 
 
+def _format_lens(lens: dict[str, Any] | None) -> list[str]:
+    if not lens:
+        return []
+    wide, narrow = lens["fov_deg"], lens["narrow_fov_deg"]
+    return [f"lens {wide[0]:g}-{wide[1]:g} deg vs {narrow[0]:g}-{narrow[1]:g} deg, side by "
+            f"side: env {lens['env_steps_per_s']:,.0f} vs {lens['narrow_env_steps_per_s']:,.0f} "
+            f"steps/s ({lens['env_vs_narrow']:.2f}x), render-only {lens['render_fps']:,.0f} vs "
+            f"{lens['narrow_render_fps']:,.0f} fps"]
+
+
 def _format_alternatives(result: dict[str, Any]) -> list[str]:
     bare, parts = result["bare_scene"], result["breakdown"]
     ratio, share = bare["env_vs_bare"], parts["non_render_fraction"]
@@ -231,6 +270,7 @@ def _format_alternatives(result: dict[str, Any]) -> list[str]:
                f"{_mark(share <= TARGETS['non_render_fraction'])} "
                f"(<= {TARGETS['non_render_fraction']:.0%}), "
                f"{parts['non_render_fraction_without_rebuilds']:.1%} without world rebuilds",
+             *_format_lens(result.get("lens")),
              "render-only fps of each world build over the same views, 64x64 "
              f"(x the chosen build): {' | '.join(alt.DRIVERS)}"]
     for row in result["geometry_variants"]:

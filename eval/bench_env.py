@@ -110,12 +110,20 @@ class RenderOnly:
             env._camera.render(eye, target)
 
 
+def mid_camera() -> dict[str, float]:
+    """The env's camera at the middle of its randomization ranges (height m, pitch and field of
+    view in degrees): the camera the bare scene renders from, so the two see alike."""
+    ranges = RandomizationConfig()
+    return {name: 0.5 * (lo + hi) for name, (lo, hi) in (
+        ("height_m", ranges.camera_height_m), ("pitch_deg", ranges.camera_pitch_deg),
+        ("fov_deg", ranges.camera_fov_deg))}
+
+
 class BareScene:
     """The reference scene: plane.urdf, 8 static boxes, a 1 kg box robot driven by setting its
     velocity once per 10 Hz step, 24 physics steps at 240 Hz (no gravity: like the env, the
     robot glides 1 mm above the plane and touches only the boxes), and one TinyRenderer frame
-    from a camera on the robot (the env's mid camera: 0.25 m high, pitched 9 degrees down,
-    87.5 degree field of view). Reset every 200 steps."""
+    from a camera on the robot (the env's mid camera, `mid_camera`). Reset every 200 steps."""
 
     SUBSTEPS = 24
     EPISODE = 200
@@ -139,7 +147,17 @@ class BareScene:
         vis = p.createVisualShape(p.GEOM_BOX, halfExtents=[0.15, 0.1, 0.05],
                                   rgbaColor=[0.2, 0.3, 0.9, 1], physicsClientId=cid)
         self.robot = p.createMultiBody(1.0, col, vis, [0, 0, 0.051], physicsClientId=cid)
-        self.proj = p.computeProjectionMatrixFOV(87.5, 1.0, 0.02, 12.0, physicsClientId=cid)
+        self.camera = mid_camera()
+        self.proj = p.computeProjectionMatrixFOV(self.camera["fov_deg"], 1.0, 0.02, 12.0,
+                                                 physicsClientId=cid)
+
+    def describe(self) -> str:
+        """The docstring with the camera's values filled in."""
+        cam = self.camera
+        return " ".join(self.__doc__.split()).replace(
+            "the env's mid camera, `mid_camera`",
+            f"the env's mid camera: {cam['height_m']:g} m high, pitched {-cam['pitch_deg']:g} "
+            f"degrees down, {cam['fov_deg']:g} degree field of view")
 
     def reset(self) -> None:
         p.resetBasePositionAndOrientation(self.robot, [0, 0, 0.051], [0, 0, 0, 1],
@@ -148,8 +166,9 @@ class BareScene:
     def frame(self) -> np.ndarray:
         (x, y, _), orn = p.getBasePositionAndOrientation(self.robot, physicsClientId=self.cid)
         yaw = p.getEulerFromQuaternion(orn)[2]
-        c, s, down = math.cos(yaw), math.sin(yaw), math.sin(math.radians(-9.0))
-        eye = [x + 0.15 * c, y + 0.15 * s, 0.25]
+        down = math.sin(math.radians(self.camera["pitch_deg"]))
+        c, s = math.cos(yaw), math.sin(yaw)
+        eye = [x + 0.15 * c, y + 0.15 * s, self.camera["height_m"]]
         view = p.computeViewMatrix(eye, [eye[0] + c, eye[1] + s, eye[2] + down], [0, 0, 1],
                                    physicsClientId=self.cid)
         n = self.resolution

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from envs.config import RandomizationConfig
 from eval import bench
 from eval import bench_env as alt
 from eval import bench_render as rend
@@ -80,8 +81,18 @@ def test_alternatives_are_complete_and_printed(alternatives: dict) -> None:
     assert isinstance(egl["available"], bool)
     assert egl["env_steps_per_s"] > 0 if egl["available"] else egl["reason"]
     assert a["miniworld_gap"]["miniworld_steps_per_s"] == list(rend.MINIWORLD_STEPS_PER_S)
+    lens = a["lens"]
+    assert lens["fov_deg"] == list(RandomizationConfig().camera_fov_deg)
+    assert lens["narrow_fov_deg"] == list(bench.NARROW_LENS_DEG) != lens["fov_deg"]
+    assert lens["env_vs_narrow"] == pytest.approx(
+        lens["env_steps_per_s"] / lens["narrow_env_steps_per_s"], rel=0.01)
+    assert lens["render_fps"] > 0 and lens["narrow_render_fps"] > 0
+    # the bare scene renders from the env's mid camera, whatever the ranges are
+    fov = sum(RandomizationConfig().camera_fov_deg) / 2
+    assert f"{fov:g} degree field of view" in a["bare_scene"]["scene"]
     text = "\n".join(bench._format_alternatives(a))
-    for phrase in ("bare PyBullet scene", "outside the renderer", "first release", "60 Hz",
+    for phrase in ("bare PyBullet scene", "deg vs 80-95 deg, side by side", "outside the renderer",
+                   "first release", "60 Hz",
                    "TinyRenderer 64x64", "EGL plugin on llvmpipe", "Miniworld"):
         assert phrase in text, phrase
 

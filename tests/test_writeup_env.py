@@ -55,6 +55,9 @@ def report() -> dict[str, Any]:
     r["bare_scene"] = {"scene": "The reference scene: plane.urdf, 8 static boxes.",
                        "env_steps_per_s": 912.4, "bare_steps_per_s": 851.7,
                        "env_render_fps": 1187.5, "env_vs_bare": 1.071}
+    r["lens"] = {"fov_deg": [105.0, 125.0], "narrow_fov_deg": [80.0, 95.0],
+                 "env_steps_per_s": 801.3, "narrow_env_steps_per_s": 812.6,
+                 "render_fps": 1090.4, "narrow_render_fps": 1104.9, "env_vs_narrow": 0.986}
     r["breakdown"] = {"steps": 1000, "resets": 6, "step_ms": 1.5,
                       "parts_ms": {"render": 1.2, "drive": 0.0912, "noise": 0.1034,
                                    "geodesic": 0.0171, "reset": 0.0533, "other": 0.035},
@@ -180,6 +183,8 @@ def test_the_step_subsection_prints_every_measurement_from_the_file() -> None:
     assert values["bench_env.json:breakdown.parts_ms.render"] == 1.2
     assert values["bench_env.json:targets.non_render_fraction"] == 0.1
     assert values["bench_env.json:bare_scene.env_vs_bare"] == 1.071
+    assert values["bench_env.json:lens.env_vs_narrow"] == 0.986
+    assert "105–125° the env steps 801 times a second, with the 80–95° it replaced 813" in text
     assert values["bench_env.json:physics_rates.rates[1].flag_agreement"] == 0.9958
     assert values["bench_env.json:miniworld_gap.needed_ns_per_filled_pixel"] == 370.0
     assert values["bench_env.json:miniworld_gap.env_vs_miniworld[1]"] == 1.149

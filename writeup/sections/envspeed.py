@@ -37,7 +37,7 @@ def env_speed(doc: Doc, cmd: Commands) -> str | None:
         return join(HEAD, rate, f"`{B_ENV}` holds no step breakdown, bare-scene comparison, "
                     "physics-rate or Miniworld figures (it was written before them). "
                     + fill(cmd.bench_cmd("env")))
-    return join(HEAD, breakdown, bare, rate, physics, gap)
+    return join(HEAD, breakdown, bare, _lens(doc), rate, physics, gap)
 
 
 def _verdict(doc: Doc, value: Any, target_key: str, at_least: bool,
@@ -99,6 +99,26 @@ def _bare_scene(doc: Doc) -> str | None:
         f"Env / bare: {doc.num(B_ENV, *s, 'env_vs_bare', kind='ratio')}"
         f"{_verdict(doc, ratio, 'env_vs_bare', at_least=True)}.",
         doc.text(B_ENV, *s, "scene") if isinstance(scene, str) else None)
+
+
+def _lens(doc: Doc) -> str | None:
+    """What the camera's field of view costs a step: today's against the narrower one."""
+    s = ("lens",)
+    wide, narrow = doc.value(B_ENV, *s, "fov_deg"), doc.value(B_ENV, *s, "narrow_fov_deg")
+    if not (isinstance(wide, list) and isinstance(narrow, list) and len(wide) == len(narrow) == 2
+            and all(map(is_number, wide + narrow))):
+        return None
+    def deg(key: str, i: int) -> str:
+        return doc.num(B_ENV, *s, key, i, kind="g")
+
+    return (f"The lens: with the camera's field of view drawn from {deg('fov_deg', 0)}–"
+            f"{deg('fov_deg', 1)}° the env steps "
+            f"{doc.num(B_ENV, *s, 'env_steps_per_s', kind='per_s')} times a second, with the "
+            f"{deg('narrow_fov_deg', 0)}–{deg('narrow_fov_deg', 1)}° it replaced "
+            f"{doc.num(B_ENV, *s, 'narrow_env_steps_per_s', kind='per_s')} "
+            f"({doc.num(B_ENV, *s, 'env_vs_narrow', kind='ratio')}), the same scenes side by "
+            f"side; rendering alone {doc.num(B_ENV, *s, 'render_fps', kind='per_s')} against "
+            f"{doc.num(B_ENV, *s, 'narrow_render_fps', kind='per_s')} frames/s.")
 
 
 def _rate_at_target(doc: Doc) -> str | None:
