@@ -106,8 +106,11 @@ class RandomizationConfig:
                                   limits=(0.08, 0.6))
     camera_pitch_deg: Range = _rng(-14.0, -4.0, "camera", "Camera pitch (negative = down).",
                                    limits=(-45.0, 20.0))
-    camera_fov_deg: Range = _rng(80.0, 95.0, "camera", "Field of view (square image).",
-                                 limits=(40.0, 130.0))
+    # A wide lens keeps the goal in the image round more of a detour: the oracle drives with the
+    # goal out of view on 4.1 % of its steps at 105-125 degrees against 6.6 % at 80-95, and the
+    # students that turn in place there are the main failure (README, routes table).
+    camera_fov_deg: Range = _rng(105.0, 125.0, "camera", "Field of view (square image).",
+                                 limits=(40.0, 150.0))
     # image noise
     image_noise_std: Range = _rng(0.0, 6.0, "image_noise", "Gaussian pixel noise (0-255 units).",
                                   "low", (0.0, 60.0))

@@ -237,7 +237,13 @@ def _d_student(doc: Doc, cmd: Commands) -> str:
               "burn-in steps" if lstm else "no memory beyond the stack")
     keep_in_view = ("the teacher keeping a visible goal in view where it can, "
                     if setting("teacher_keep_goal_in_view", False) else "")
-    chosen = (f"this run: frame stack {stack}, {memory}, "
+    fov = doc.value(CONFIG, "env", "randomization", "camera_fov_deg")
+    lens = (f"a camera field of view drawn from "
+            f"{doc.num(CONFIG, 'env', 'randomization', 'camera_fov_deg', 0, kind='g')}–"
+            f"{doc.num(CONFIG, 'env', 'randomization', 'camera_fov_deg', 1, kind='g')}°, "
+            if isinstance(fov, list | tuple) and len(fov) == 2 and all(map(is_number, fov))
+            else "")
+    chosen = (f"this run: {lens}frame stack {stack}, {memory}, "
               f"{setting('teacher_search', 'left')} search while the goal is out of view, "
               f"{keep_in_view}"
               f"class-weighted loss {_weighting(setting)}, colour augmentation "
@@ -252,12 +258,14 @@ def _d_student(doc: Doc, cmd: Commands) -> str:
         measured = produce(cmd.eval())
     return _decision(
         "Making the teacher imitable from pixels", chosen,
-        "the plain planner as teacher; a teacher that searches left only until it has first "
-        "seen the goal; a search that keeps the way the robot already rotates while the image "
-        "shows no goal (`distill.teacher_search=continue`); an unweighted loss; shift "
-        "augmentation only; a recurrent student "
+        "a narrower lens (80–95°); the plain planner as teacher; a teacher that searches left "
+        "only until it has first seen the goal; a search that keeps the way the robot already "
+        "rotates while the image shows no goal (`distill.teacher_search=continue`); an "
+        "unweighted loss; shift augmentation only; a recurrent student "
         "(`arch.lstm_hidden`, an LSTM over the CNN features trained on sequence windows).",
-        "a memoryless camera student can only copy what its images determine. A teacher that "
+        "a memoryless camera student can only copy what its images determine. Where the "
+        "teacher drives on round an obstacle with the goal out of the image, the student turns "
+        "in place instead; a wider lens leaves fewer such steps. A teacher that "
         "remembers having seen the goal labels the same goal-less image \"left\" early and "
         "\"right\" later, and the student dithers between them; the state-only rule (out of view "
         "and turning in place: turn left) removes that; keeping the rotation instead, so that a "
