@@ -110,47 +110,38 @@ def _memory(resets: int, seed: int) -> dict[str, Any]:
             "reset_ms": round(1e3 * elapsed / max(resets, 1), 2)}
 
 
-def _bare_scene(steps: int, seed: int) -> dict[str, Any]:
-    """The env at 64x64, the bare PyBullet scene and the env's render-only bound, timed in
-    alternating blocks."""
-    env, bare = alt._env(64), alt.BareScene(64, seed)
-    try:
-        rates = alt.interleaved_rates({"env": alt.EnvRunner(env, seed), "bare": bare,
-                                       "render": alt.RenderOnly(env)}, steps, ROUNDS, WARMUP)
-    finally:
-        env.close()
-        bare.close()
-    return {"scene": bare.describe(),
-            "env_steps_per_s": round(rates["env"], 1),
-            "bare_steps_per_s": round(rates["bare"], 1),
-            "env_render_fps": round(rates["render"], 1),
-            "env_vs_bare": round(rates["env"] / rates["bare"], 3)}
-
-
 NARROW_LENS_DEG = (80.0, 95.0)
 """The field of view the env drew its camera from before today's wider lens."""
 
 
-def _lens(steps: int, seed: int) -> dict[str, Any]:
-    """What today's lens costs a step: the env with its default field of view and with the
-    narrower one it replaced, from the same seed (so the same scenes), in alternating blocks."""
-    wide = alt._env(64)
+def _side_by_side(steps: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(bare_scene, lens): the env at 64x64 beside the bare PyBullet scene and beside itself
+    with the narrower lens it replaced (same seed, so the same scenes), with each env's
+    render-only bound, all timed in one run of alternating blocks."""
+    env, bare = alt._env(64), alt.BareScene(64, seed)
     narrow = alt._env(64, randomization=RandomizationConfig(camera_fov_deg=NARROW_LENS_DEG))
     try:
         rates = alt.interleaved_rates({
-            "wide": alt.EnvRunner(wide, seed), "narrow": alt.EnvRunner(narrow, seed),
-            "wide_render": alt.RenderOnly(wide), "narrow_render": alt.RenderOnly(narrow)},
+            "env": alt.EnvRunner(env, seed), "bare": bare, "render": alt.RenderOnly(env),
+            "narrow": alt.EnvRunner(narrow, seed), "narrow_render": alt.RenderOnly(narrow)},
             steps, ROUNDS, WARMUP)
     finally:
-        wide.close()
+        env.close()
         narrow.close()
-    return {"fov_deg": list(RandomizationConfig().camera_fov_deg),
+        bare.close()
+    bare_scene = {"scene": bare.describe(),
+                  "env_steps_per_s": round(rates["env"], 1),
+                  "bare_steps_per_s": round(rates["bare"], 1),
+                  "env_render_fps": round(rates["render"], 1),
+                  "env_vs_bare": round(rates["env"] / rates["bare"], 3)}
+    lens = {"fov_deg": list(RandomizationConfig().camera_fov_deg),
             "narrow_fov_deg": list(NARROW_LENS_DEG),
-            "env_steps_per_s": round(rates["wide"], 1),
+            "env_steps_per_s": bare_scene["env_steps_per_s"],
             "narrow_env_steps_per_s": round(rates["narrow"], 1),
-            "render_fps": round(rates["wide_render"], 1),
+            "render_fps": bare_scene["env_render_fps"],
             "narrow_render_fps": round(rates["narrow_render"], 1),
-            "env_vs_narrow": round(rates["wide"] / rates["narrow"], 3)}
+            "env_vs_narrow": round(rates["env"] / rates["narrow"], 3)}
+    return bare_scene, lens
 
 
 def _alternatives(steps: int, seed: int) -> dict[str, Any]:
@@ -160,8 +151,7 @@ def _alternatives(steps: int, seed: int) -> dict[str, Any]:
         breakdown = alt.step_breakdown(env, steps, seed)
     finally:
         env.close()
-    bare = _bare_scene(steps, seed)
-    lens = _lens(steps, seed)
+    bare, lens = _side_by_side(steps, seed)
     tiny = rend.fill_rate(frames=max(200, steps))
     egl = rend.egl_llvmpipe(frames=max(8, steps // 15))
     covered = rend.covered_fraction(frames=max(100, steps // 5), seed=seed)

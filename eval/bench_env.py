@@ -34,6 +34,7 @@ from pybullet_utils import bullet_client
 from envs.config import EnvConfig, ObservationConfig, RandomizationConfig
 from envs.nav_env import CameraNavEnv
 from envs.quiet import quiet_stdout
+from envs.randomize import sample_values
 from envs.scene import FAST, LEGACY, Camera, Geometry, build_scene
 from policies.oracle import Oracle
 
@@ -111,12 +112,13 @@ class RenderOnly:
 
 
 def mid_camera() -> dict[str, float]:
-    """The env's camera at the middle of its randomization ranges (height m, pitch and field of
-    view in degrees): the camera the bare scene renders from, so the two see alike."""
-    ranges = RandomizationConfig()
-    return {name: 0.5 * (lo + hi) for name, (lo, hi) in (
-        ("height_m", ranges.camera_height_m), ("pitch_deg", ranges.camera_pitch_deg),
-        ("fov_deg", ranges.camera_fov_deg))}
+    """The env's camera at randomization strength 0, where each range sits at its anchor, the
+    middle for the camera's (height m, pitch and field of view in degrees): the camera the bare
+    scene renders from, so the two see alike."""
+    # strength 0 scales every draw to nothing: each factor is its anchor, whatever the seed
+    values = sample_values(np.random.default_rng(0), RandomizationConfig(), 0.0)
+    return {"height_m": values["camera_height_m"], "pitch_deg": values["camera_pitch_deg"],
+            "fov_deg": values["camera_fov_deg"]}
 
 
 class BareScene:

@@ -87,6 +87,9 @@ def test_alternatives_are_complete_and_printed(alternatives: dict) -> None:
     assert lens["env_vs_narrow"] == pytest.approx(
         lens["env_steps_per_s"] / lens["narrow_env_steps_per_s"], rel=0.01)
     assert lens["render_fps"] > 0 and lens["narrow_render_fps"] > 0
+    # one side-by-side run times the env once, for both comparisons
+    assert lens["env_steps_per_s"] == a["bare_scene"]["env_steps_per_s"]
+    assert lens["render_fps"] == a["bare_scene"]["env_render_fps"]
     # the bare scene renders from the env's mid camera, whatever the ranges are
     fov = sum(RandomizationConfig().camera_fov_deg) / 2
     assert f"{fov:g} degree field of view" in a["bare_scene"]["scene"]
