@@ -28,6 +28,7 @@ from envs.config import EnvConfig, to_dict
 from eval import metrics
 from eval.agreement import AgreementCounter, TeacherSpec
 from eval.rollout import Agent, OracleAgent, PolicyAgent, RandomAgent, evaluate, make_eval_env
+from policies.actions import CONTINUOUS_DECISION, DECISION
 from policies.checkpoint import CheckpointError, LoadedPolicy, load_checkpoint
 from policies.threads import torch_threads
 
@@ -131,7 +132,8 @@ def evaluate_all(
 
     Returns `{name: metrics.summarize(records)}` for each evaluated policy, plus `policies`
     (their names), `spl_vs_oracle` (policy SPL / oracle SPL, or None), `split`, `episodes`,
-    `seed`, `checkpoint` (path or None), `options` and `env` (the config used, as a dict).
+    `seed`, `checkpoint` (path or None), `options`, `env` (the config used, as a dict) and
+    `decision` (how the checkpoint's output became its action, `policies.actions.DECISION`).
     With `out_dir`, writes `episodes_<name>.jsonl` per policy and `summary.json` there.
     """
     names = check_policies(policies)
@@ -154,6 +156,8 @@ def evaluate_all(
         checkpoint=str(prepared.loaded.path) if prepared.loaded else None,
         options=options,
         env=to_dict(prepared.env_cfg),
+        decision=None if "policy" not in names else (
+            CONTINUOUS_DECISION if prepared.continuous else DECISION),
         teacher=None if teacher is None or "policy" not in names else {
             **teacher.as_dict(), "actions": None if prepared.continuous else list(ACTION_NAMES)},
     )

@@ -134,8 +134,8 @@ def output_name(continuous: bool) -> str:
 
 
 def actions_from_outputs(outputs: np.ndarray, continuous: bool) -> np.ndarray:
-    """Outputs (N, A) -> actions: (N,) int64 from the logits (`policies.actions.decide`), or
-    the (N, 2) actions."""
+    """Outputs (N, A) -> actions: (N,) int64 from the logits (`policies.actions.decide`, each
+    row on its own, with no previous action), or the (N, 2) actions."""
     return outputs if continuous else decide(outputs)
 
 
@@ -472,7 +472,8 @@ class OnnxPolicy:
     """An exported policy under ONNX Runtime (CPU, 1 intra-op thread by default).
 
     A recurrent model's LSTM state lives here: `forward` feeds it in and keeps what comes
-    out; call `reset()` at the start of every episode (a feed-forward model ignores it).
+    out; so does the discrete action `action` decided last (`policies.actions.decide` holds a
+    turn in place). Call `reset()` at the start of every episode.
 
     Args:
         path: an .onnx file written by `export_policy`.
@@ -497,10 +498,15 @@ class OnnxPolicy:
         self.recurrent = self.meta.arch.recurrent
         self.state: tuple[np.ndarray, np.ndarray] | None = None
         """The LSTM state after the last `forward` (None: the next frame starts an episode)."""
+        self.last_action: np.ndarray | None = None
+        """The discrete action `action` decided last, as a (1,) array (None: the next one starts
+        an episode); `policies.actions.decide` reads it."""
 
     def reset(self) -> None:
-        """The next `forward` starts an episode: its state is zero."""
+        """The next `forward` starts an episode: its state is zero, and `action` has no
+        previous action."""
         self.state = None
+        self.last_action = None
 
     def forward(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, C) -> float32 (N, A) logits or clipped actions."""
@@ -519,6 +525,9 @@ class OnnxPolicy:
         return self.action(self.forward(image_hwc[None])[0])
 
     def action(self, output: np.ndarray) -> int | np.ndarray:
-        """One row of `forward`'s output -> the action: decided from the logits
-        (`policies.actions.decide`), or the continuous action as it is."""
-        return output if self.continuous else int(decide(output[None])[0])
+        """One row of `forward`'s output -> the action: decided from the logits and the action
+        decided before (`policies.actions.decide`), or the continuous action as it is."""
+        if self.continuous:
+            return output
+        self.last_action = decide(output[None], self.last_action)
+        return int(self.last_action[0])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from envs.config import EnvConfig, ObservationConfig, to_dict
-from policies.actions import decide
+from policies.actions import START, decide
 from policies.checkpoint import (
     build_policy,
     load_checkpoint,
@@ -18,7 +18,7 @@ from policies.checkpoint import (
     save_checkpoint,
     zero_state,
 )
-from policies.export import actions_from_outputs
+from policies.export import OnnxPolicy, actions_from_outputs, export_policy
 from training.config import ConfigError, DistillConfig, TrainConfig
 
 SPREAD = [0.26, 0.30, 0.03, 0.41, 0.0]
@@ -48,6 +48,59 @@ def test_logits_of_the_wrong_shape_are_refused() -> None:
         decide(np.zeros((2, 4)))
     with pytest.raises(ValueError, match=r"expected \(N, 5\)"):
         decide(np.zeros(5))
+
+
+RIGHT_LEANING = [0.05, 0.05, 0.05, 0.40, 0.45]
+"""Turning holds 0.85, turning right a little more than left."""
+
+
+def test_a_turn_in_place_does_not_reverse_the_turn_before() -> None:
+    logits = _logits(RIGHT_LEANING, RIGHT_LEANING, RIGHT_LEANING, RIGHT_LEANING, SPREAD)
+    previous = np.array([3, 4, START, 0, 3])
+    # left before: it goes on left; right or an episode start or a drive: the likelier turn;
+    # a drive is never held back by the turn before
+    np.testing.assert_array_equal(decide(logits, previous), [3, 4, 4, 4, 1])
+    np.testing.assert_array_equal(decide(logits), [4, 4, 4, 4, 1])
+    assert decide(logits, previous).dtype == np.int64
+    with pytest.raises(ValueError, match=r"previous actions of shape \(2,\); expected \(5,\)"):
+        decide(logits, np.array([3, 4]))
+
+
+def _fixed_head_checkpoint(tmp_path: Path, probs: list[float]) -> Path:
+    """A tiny feed-forward checkpoint whose logits are log(probs) whatever it sees."""
+    arch = {"features_dim": 16, "channels": [4, 8, 8], "net_arch": [16]}
+    cfg = EnvConfig(observation=ObservationConfig(width=36, height=36, frame_stack=2))
+    policy = build_policy(gym.spaces.Box(0, 255, (6, 36, 36), np.uint8),
+                          gym.spaces.Discrete(5), arch)
+    with torch.no_grad():
+        policy.action_net.weight.zero_()
+        policy.action_net.bias.copy_(torch.as_tensor(_logits(probs)[0]))
+    return save_checkpoint(tmp_path / "policy.pt", policy, arch,
+                           {"env": to_dict(cfg), "method": "distill", "timesteps": 1})
+
+
+def test_the_policy_and_the_onnx_runner_hold_a_turn_until_reset(tmp_path: Path) -> None:
+    """Both keep the action they decided last and forget it at an episode start."""
+    path = _fixed_head_checkpoint(tmp_path, RIGHT_LEANING)
+    loaded = load_checkpoint(path)
+    frame = np.random.default_rng(0).integers(0, 256, (36, 36, 6), dtype=np.uint8)
+    assert int(loaded.predict(frame)) == 4
+    loaded.last_actions = np.array([3])  # as if it had just turned left
+    assert [int(loaded.predict(frame)) for _ in range(3)] == [3, 3, 3]
+    loaded.reset()
+    assert int(loaded.predict(frame)) == 4
+    # a batch of another size starts afresh; a stochastic action leaves nothing to hold
+    np.testing.assert_array_equal(loaded.predict(np.stack([frame, frame])), [4, 4])
+    loaded.predict(frame, deterministic=False)
+    assert loaded.last_actions is None
+
+    onnx = OnnxPolicy(export_policy(path, "onnx", tmp_path / "policy.onnx",
+                                     check_obs=frame[None])["path"])
+    assert onnx.act(frame) == 4
+    onnx.last_action = np.array([3])
+    assert [onnx.act(frame) for _ in range(3)] == [3, 3, 3]
+    onnx.reset()
+    assert onnx.act(frame) == 4
 
 
 def test_the_pytorch_policy_and_the_onnx_runner_decide_alike(tmp_path: Path) -> None:
@@ -98,3 +151,31 @@ def test_dagger_rollouts_act_by_the_configured_decision(lstm_hidden: int) -> Non
 def test_an_unknown_rollout_decision_is_refused() -> None:
     with pytest.raises(ConfigError, match="rollout_decision: 'sample'; use one of argmax"):
         TrainConfig(distill=DistillConfig(rollout_decision="sample"))
+
+
+def test_dagger_rollouts_pass_each_env_its_previous_action(monkeypatch) -> None:
+    """With drive-or-turn rollouts, every env's last executed action reaches the decision, and
+    an env whose episode just ended starts again from `START`."""
+    import dataclasses
+
+    from training import distill as distill_module
+    from training.bench import _RateHooks
+    from training.config import load_config
+
+    seen: list[np.ndarray | None] = []
+
+    def recording(*args, previous=None, **kwargs):
+        seen.append(None if previous is None else np.array(previous))
+        return policy_actions(*args, previous=previous, **kwargs)
+
+    monkeypatch.setattr(distill_module, "policy_actions", recording)
+    cfg = load_config("tiny", ["distill.rollout_decision=drive_or_turn"])
+    cfg = dataclasses.replace(cfg, distill=dataclasses.replace(
+        cfg.distill, expert_iterations=0, beta_decay_iterations=1))
+    distill_module.distill(cfg, _RateHooks(), torch.device("cpu"))
+    assert seen[0] is None and len(seen) == cfg.distill.total_timesteps // cfg.n_envs
+    later = np.stack(seen[1:])
+    assert later.shape == (len(seen) - 1, cfg.n_envs)
+    assert set(np.unique(later)) <= {START, 0, 1, 2, 3, 4}
+    # episodes of env.max_steps end inside the run: their next step starts afresh
+    assert (later == START).any() and (later != START).any()

@@ -28,6 +28,7 @@ import embodied_cli
 import rundir
 from envs.config import ConfigError
 from eval.rollout import TEST_SEED
+from policies.actions import DECISION
 from policies.checkpoint import load_checkpoint
 from training import cluster
 from training.sweep_plan import SweepSpec, make_plan, parse_grid, trial_config
@@ -216,10 +217,22 @@ def test_local_sweep_aggregate_table(local_sweep: Path):
 def test_resume_of_a_finished_sweep_reuses_its_scores(local_sweep: Path, capsys):
     summary = local_sweep / "trials" / "c0_s0" / "eval_heldout" / rundir.SUMMARY_FILE
     before = summary.stat().st_mtime_ns
+    fit_s = json.loads((local_sweep / "sweep.json").read_text())["timings_s"]["fit_s"]
     assert run_cli("sweep", "--resume", str(local_sweep)) == 0
     assert summary.stat().st_mtime_ns == before
+    # the report still counts the trials' own time, not only the resumed session's
+    assert json.loads((local_sweep / "sweep.json").read_text())["timings_s"]["fit_s"] >= fit_s
     assert "| `c1` | 2 |" in capsys.readouterr().out
     assert run_cli("sweep", "--resume", str(local_sweep), "--grid", "seed=1") == 2
+
+
+def test_resume_scores_again_an_evaluation_that_decided_by_another_rule(local_sweep: Path):
+    """A trial scored before the action rule changed is scored again, not reused."""
+    summary = local_sweep / "trials" / "c0_s0" / "eval_heldout" / rundir.SUMMARY_FILE
+    stale = {**json.loads(summary.read_text()), "decision": "an older rule"}
+    summary.write_text(json.dumps(stale))
+    assert run_cli("sweep", "--resume", str(local_sweep)) == 0
+    assert json.loads(summary.read_text())["decision"] == DECISION
 
 
 # ------------------------------------------------------------------------ a Ray head

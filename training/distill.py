@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 import rundir
+from policies.actions import START
 from policies.checkpoint import build_policy, is_recurrent, policy_actions, zero_state
 from policies.metadata import CheckpointMeta
 from training.config import TrainConfig, student_arch
@@ -317,6 +318,7 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
         obs = venv.reset()
         expert = np.array([info["expert_action"] for info in venv.reset_infos])
         starts = np.ones(cfg.n_envs, dtype=np.float32)
+        previous = None  # every env starts an episode: no action taken yet
         lstm_state = zero_state(student, cfg.n_envs) if recurrent else None
         steps_per_env = max(1, d.steps_per_iteration // cfg.n_envs)
         while state.timesteps < d.total_timesteps and not hooks.should_stop():
@@ -329,7 +331,7 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                 images = torch.as_tensor(chw, device=device)
                 own, lstm_state = policy_actions(
                     student, images, lstm_state, torch.as_tensor(starts, device=device),
-                    drive_or_turn=d.rollout_decision == "drive_or_turn")
+                    drive_or_turn=d.rollout_decision == "drive_or_turn", previous=previous)
                 take_teacher = rng.uniform(size=cfg.n_envs) < beta
                 shape = (-1,) + (1,) * (own.ndim - 1)
                 actions = np.where(take_teacher.reshape(shape), expert, own)
@@ -339,6 +341,8 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                     buffer.add(chw, expert)
                 obs, _, dones, infos = venv.step(actions)
                 starts = dones.astype(np.float32)
+                if not continuous:
+                    previous = np.where(dones, START, actions)
                 expert = np.array([venv.reset_infos[i]["expert_action"] if dones[i]
                                    else infos[i]["expert_action"] for i in range(cfg.n_envs)])
                 for i in np.flatnonzero(dones):

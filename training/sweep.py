@@ -303,7 +303,8 @@ def run_sweep(spec: SweepSpec | None, out: Path, address: str | None = None,
             _tuner(plan, out, progress, resume).fit()
         finally:
             tune_logger.setLevel(level)
-        timings["fit_s"] = time.perf_counter() - fit_start
+        # a finished sweep resumed (to score it again) keeps its trials' time, not ~0 s
+        timings["fit_s"] = _earlier_fit_s(out) + time.perf_counter() - fit_start
         outcomes = read_outcomes(out)
         ended = len(outcomes)
         if ended < expected_trials(plan):
@@ -320,6 +321,18 @@ def run_sweep(spec: SweepSpec | None, out: Path, address: str | None = None,
         return SweepResult(out, False, report, timings)
     finally:
         cluster.disconnect()
+
+
+def _earlier_fit_s(out: Path) -> float:
+    """Seconds the trials took in the sessions that already reported this sweep (0 for a new
+    sweep, or one interrupted before its report)."""
+    path = out / rundir.SWEEP_FILE
+    if not path.is_file():
+        return 0.0
+    try:
+        return float(rundir.read_json(path).get("timings_s", {}).get("fit_s") or 0.0)
+    except (rundir.RunFileError, TypeError, ValueError, AttributeError):
+        return 0.0
 
 
 def _command(argv: list[str] | None) -> str | None:

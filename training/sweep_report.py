@@ -21,6 +21,7 @@ from typing import Any
 import rundir
 from eval import aggregate
 from eval.rollout import TEST_SEED
+from policies.actions import CONTINUOUS_DECISION, DECISION
 from training.sweep_plan import trial_dir
 
 SWEEP_FILE = rundir.SWEEP_FILE
@@ -45,8 +46,9 @@ def _checkpoint(run_dir: Path) -> Path | None:
 
 
 def score_run(run_dir: str, episodes: int, seed: int = TEST_SEED) -> dict[str, Any] | None:
-    """Test scores of one trial's checkpoint (reusing an identical earlier evaluation), with
-    how closely it followed its distillation teacher (`eval.agreement`)."""
+    """Test scores of one trial's checkpoint (reusing an identical earlier evaluation, one
+    that decided actions by today's rule too), with how closely it followed its distillation
+    teacher (`eval.agreement`)."""
     from eval.report import evaluate_all
     from training.experts import distillation_teacher
 
@@ -61,7 +63,8 @@ def score_run(run_dir: str, episodes: int, seed: int = TEST_SEED) -> dict[str, A
         previous = rundir.read_json(out / rundir.SUMMARY_FILE)
         if (previous.get("episodes"), previous.get("seed"), previous.get("checkpoint")) == \
                 (episodes, seed, str(target)) and "policy" in previous and (
-                    teacher is None or "teacher" in previous["policy"]):
+                    teacher is None or "teacher" in previous["policy"]) and \
+                previous.get("decision") in (DECISION, CONTINUOUS_DECISION):
             summary = previous
     if summary is None:
         summary = evaluate_all(target, split=TEST_SPLIT, episodes=episodes, seed=seed,
