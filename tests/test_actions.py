@@ -106,16 +106,7 @@ def test_the_policy_and_the_onnx_runner_hold_a_turn_until_reset(tmp_path: Path) 
 def test_the_pytorch_policy_and_the_onnx_runner_decide_alike(tmp_path: Path) -> None:
     """A policy whose head always outputs SPREAD: the loaded checkpoint drives forward-left
     where SB3's own deterministic predict (the argmax) turns left."""
-    arch = {"features_dim": 16, "channels": [4, 8, 8], "net_arch": [16]}
-    cfg = EnvConfig(observation=ObservationConfig(width=36, height=36, frame_stack=2))
-    policy = build_policy(gym.spaces.Box(0, 255, (6, 36, 36), np.uint8),
-                          gym.spaces.Discrete(5), arch)
-    with torch.no_grad():
-        policy.action_net.weight.zero_()
-        policy.action_net.bias.copy_(torch.as_tensor(_logits(SPREAD)[0]))
-    path = save_checkpoint(tmp_path / "policy.pt", policy, arch,
-                           {"env": to_dict(cfg), "method": "distill", "timesteps": 1})
-    loaded = load_checkpoint(path)
+    loaded = load_checkpoint(_fixed_head_checkpoint(tmp_path, SPREAD))
     frames = np.random.default_rng(0).integers(0, 256, (3, 36, 36, 6), dtype=np.uint8)
     np.testing.assert_array_equal(loaded.predict(frames), [1, 1, 1])
     assert int(loaded.predict(frames[0])) == 1
