@@ -22,6 +22,14 @@ SWEEP = SEEDS
 """Short names of the artifacts the sections print from (keys of the collected `files`)."""
 
 
+def degree_range(doc: Doc, file: str, *path) -> str | None:
+    """A recorded (low, high) pair of degrees as "low–high°" (None unless it is two numbers)."""
+    pair = doc.value(file, *path)
+    if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(map(is_number, pair))):
+        return None
+    return f"{doc.num(file, *path, 0, kind='g')}–{doc.num(file, *path, 1, kind='g')}°"
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """A Markdown pipe table (cells must not contain `|`)."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]

@@ -15,6 +15,7 @@ from writeup.sections.common import (
     CONFIG,
     DEPLOY,
     HELDOUT,
+    degree_range,
     join,
     method_text,
     resolution,
@@ -237,12 +238,8 @@ def _d_student(doc: Doc, cmd: Commands) -> str:
               "burn-in steps" if lstm else "no memory beyond the stack")
     keep_in_view = ("the teacher keeping a visible goal in view where it can, "
                     if setting("teacher_keep_goal_in_view", False) else "")
-    fov = doc.value(CONFIG, "env", "randomization", "camera_fov_deg")
-    lens = (f"a camera field of view drawn from "
-            f"{doc.num(CONFIG, 'env', 'randomization', 'camera_fov_deg', 0, kind='g')}–"
-            f"{doc.num(CONFIG, 'env', 'randomization', 'camera_fov_deg', 1, kind='g')}°, "
-            if isinstance(fov, list | tuple) and len(fov) == 2 and all(map(is_number, fov))
-            else "")
+    fov = degree_range(doc, CONFIG, "env", "randomization", "camera_fov_deg")
+    lens = f"a camera field of view drawn from {fov}, " if fov else ""
     chosen = (f"this run: {lens}frame stack {stack}, {memory}, "
               f"{setting('teacher_search', 'left')} search while the goal is out of view, "
               f"{keep_in_view}"

@@ -10,7 +10,7 @@ from typing import Any
 
 from writeup.commands import Commands, fill
 from writeup.doc import NA, Doc, format_number, is_number
-from writeup.sections.common import B_ENV, CONFIG, join, table
+from writeup.sections.common import B_ENV, CONFIG, degree_range, join, table
 
 HEAD = "### Where an env step's time goes"
 PART_NOTES = {
@@ -104,17 +104,12 @@ def _bare_scene(doc: Doc) -> str | None:
 def _lens(doc: Doc) -> str | None:
     """What the camera's field of view costs a step: today's against the narrower one."""
     s = ("lens",)
-    wide, narrow = doc.value(B_ENV, *s, "fov_deg"), doc.value(B_ENV, *s, "narrow_fov_deg")
-    if not (isinstance(wide, list) and isinstance(narrow, list) and len(wide) == len(narrow) == 2
-            and all(map(is_number, wide + narrow))):
+    wide, narrow = (degree_range(doc, B_ENV, *s, key) for key in ("fov_deg", "narrow_fov_deg"))
+    if wide is None or narrow is None:
         return None
-    def deg(key: str, i: int) -> str:
-        return doc.num(B_ENV, *s, key, i, kind="g")
-
-    return (f"The lens: with the camera's field of view drawn from {deg('fov_deg', 0)}–"
-            f"{deg('fov_deg', 1)}° the env steps "
+    return (f"The lens: with the camera's field of view drawn from {wide} the env steps "
             f"{doc.num(B_ENV, *s, 'env_steps_per_s', kind='per_s')} times a second, with the "
-            f"{deg('narrow_fov_deg', 0)}–{deg('narrow_fov_deg', 1)}° it replaced "
+            f"{narrow} it replaced "
             f"{doc.num(B_ENV, *s, 'narrow_env_steps_per_s', kind='per_s')} "
             f"({doc.num(B_ENV, *s, 'env_vs_narrow', kind='ratio')}), the same scenes side by "
             f"side; rendering alone {doc.num(B_ENV, *s, 'render_fps', kind='per_s')} against "
