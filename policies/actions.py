@@ -73,10 +73,3 @@ def decide(logits: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray
                          f"({len(actions)},), one per row of logits")
     reverses = np.isin(actions, TURNS) & np.isin(previous, TURNS) & (actions != previous)
     return np.where(reverses, previous, actions)
-
-
-def previous_for(last: np.ndarray | None, batch: int) -> np.ndarray | None:
-    """The `previous` to pass to `decide` for a batch of `batch` robots, given the actions a
-    consumer kept from its last call (None after a reset, or a batch of another size: every
-    robot starts)."""
-    return last if last is not None and len(last) == batch else None

@@ -29,7 +29,7 @@ from sb3_contrib.common.recurrent.policies import (
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy
 
 import rundir
-from policies.actions import decide, previous_for
+from policies.actions import decide
 from policies.metadata import CheckpointError, CheckpointMeta
 from policies.networks import CameraCNN
 
@@ -219,11 +219,11 @@ class LoadedPolicy:
                 self.state = zero_state(self.policy, len(batch))
             # the state is zeroed by reset(), so no step here is flagged as a start
             starts = torch.zeros(len(batch), device=self.policy.device)
+        if self.last_actions is not None and len(self.last_actions) != len(batch):
+            self.last_actions = None  # a batch of another size: every robot starts
         # drive or turn first, as the exported model's runner decides
         actions, self.state = policy_actions(self.policy, chw, self.state, starts,
-                                             deterministic,
-                                             previous=previous_for(self.last_actions,
-                                                                   len(batch)))
+                                             deterministic, previous=self.last_actions)
         if self.continuous:
             actions = np.clip(actions, -1.0, 1.0)
         else:
