@@ -318,6 +318,8 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
         obs = venv.reset()
         expert = np.array([info["expert_action"] for info in venv.reset_infos])
         starts = np.ones(cfg.n_envs, dtype=np.float32)
+        # the drive-or-turn decision holds a turn in place, so it needs each env's last action
+        holds_turns = not continuous and d.rollout_decision == "drive_or_turn"
         previous = None  # every env starts an episode: no action taken yet
         lstm_state = zero_state(student, cfg.n_envs) if recurrent else None
         steps_per_env = max(1, d.steps_per_iteration // cfg.n_envs)
@@ -341,7 +343,7 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                     buffer.add(chw, expert)
                 obs, _, dones, infos = venv.step(actions)
                 starts = dones.astype(np.float32)
-                if not continuous:
+                if holds_turns:
                     previous = np.where(dones, START, actions)
                 expert = np.array([venv.reset_infos[i]["expert_action"] if dones[i]
                                    else infos[i]["expert_action"] for i in range(cfg.n_envs)])
