@@ -29,7 +29,7 @@ from sb3_contrib.common.recurrent.policies import (
 from stable_baselines3.common.policies import ActorCriticCnnPolicy, ActorCriticPolicy
 
 import rundir
-from policies.actions import decide
+from policies.actions import Memory, decide
 from policies.metadata import CheckpointError, CheckpointMeta
 from policies.networks import CameraCNN
 
@@ -97,11 +97,11 @@ def zero_state(policy: ActorCriticPolicy, batch: int) -> tuple[torch.Tensor, tor
 def policy_actions(policy: ActorCriticPolicy, chw: torch.Tensor,
                    state: tuple[torch.Tensor, torch.Tensor] | None, starts: torch.Tensor | None,
                    deterministic: bool = True, drive_or_turn: bool = True,
-                   previous: np.ndarray | None = None):
+                   memory: Memory | None = None):
     """Actions for a batch of (N, C, H, W) images, and the next LSTM state (`state` None: a
     feed-forward policy, and None back). A deterministic discrete action is decided drive or
-    turn first (`policies.actions.decide`, given each robot's `previous` action) unless
-    `drive_or_turn` is off (the argmax)."""
+    turn first (`policies.actions.decide`, given each robot's `memory` of its episode) unless
+    `drive_or_turn` is off (the argmax); the caller records the actions taken in `memory`."""
     with torch.no_grad():
         if state is not None:
             dist, state = policy.get_distribution(chw, state, starts)
@@ -109,7 +109,7 @@ def policy_actions(policy: ActorCriticPolicy, chw: torch.Tensor,
             dist = policy.get_distribution(chw)
         discrete = isinstance(policy.action_space, gym.spaces.Discrete)
         if discrete and deterministic and drive_or_turn:
-            actions = decide(dist.distribution.logits.cpu().numpy(), previous)
+            actions = decide(dist.distribution.logits.cpu().numpy(), memory)
         else:
             actions = dist.get_actions(deterministic=deterministic).cpu().numpy()
     return actions, state
@@ -179,8 +179,8 @@ class LoadedPolicy:
     """A camera policy ready to act on (H, W, C) uint8 observations.
 
     A recurrent policy keeps its LSTM state here between `predict` calls, and a discrete one
-    the actions it decided last (`policies.actions.decide` holds a turn in place): call
-    `reset()` at the start of every episode.
+    a memory of the actions it decided (`policies.actions.decide` reads it): call `reset()` at
+    the start of every episode.
     """
 
     policy: ActorCriticPolicy
@@ -189,9 +189,9 @@ class LoadedPolicy:
     path: Path
     state: tuple[torch.Tensor, torch.Tensor] | None = None
     """A recurrent policy's LSTM state after the last `predict` (None: an episode starts)."""
-    last_actions: np.ndarray | None = None
-    """The discrete actions the last deterministic `predict` decided (None: an episode
-    starts); `policies.actions.decide` reads them."""
+    memory: Memory | None = None
+    """What the deterministic `predict` calls decided so far in the episode (None: an episode
+    starts); `policies.actions.decide` reads it."""
 
     @property
     def continuous(self) -> bool:
@@ -202,10 +202,10 @@ class LoadedPolicy:
         return is_recurrent(self.policy)
 
     def reset(self) -> None:
-        """Forget the episode so far: the next `predict` starts from the zero state and no
-        previous action."""
+        """Forget the episode so far: the next `predict` starts from the zero state and an
+        empty memory of actions."""
         self.state = None
-        self.last_actions = None
+        self.memory = None
 
     def predict(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
         """Actions for a batch (N, H, W, C) or a single (H, W, C) observation."""
@@ -219,15 +219,18 @@ class LoadedPolicy:
                 self.state = zero_state(self.policy, len(batch))
             # the state is zeroed by reset(), so no step here is flagged as a start
             starts = torch.zeros(len(batch), device=self.policy.device)
-        if self.last_actions is not None and len(self.last_actions) != len(batch):
-            self.last_actions = None  # a batch of another size: every robot starts
+        remembers = deterministic and not self.continuous
+        if not remembers:
+            self.memory = None  # a stochastic action leaves no decision to remember
+        elif self.memory is None or len(self.memory) != len(batch):
+            self.memory = Memory.start(len(batch))  # a batch of another size: every robot starts
         # drive or turn first, as the exported model's runner decides
         actions, self.state = policy_actions(self.policy, chw, self.state, starts,
-                                             deterministic, previous=self.last_actions)
+                                             deterministic, memory=self.memory)
         if self.continuous:
             actions = np.clip(actions, -1.0, 1.0)
-        else:
-            self.last_actions = actions if deterministic else None
+        elif remembers:
+            self.memory.record(actions)
         return actions[0] if single else actions
 
 

@@ -52,7 +52,7 @@ from torch import nn
 
 import rundir
 from envs.wrappers import make_env
-from policies.actions import decide
+from policies.actions import Memory, decide
 from policies.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointMeta,
@@ -472,8 +472,8 @@ class OnnxPolicy:
     """An exported policy under ONNX Runtime (CPU, 1 intra-op thread by default).
 
     A recurrent model's LSTM state lives here: `forward` feeds it in and keeps what comes
-    out; so does the discrete action `action` decided last (`policies.actions.decide` holds a
-    turn in place). Call `reset()` at the start of every episode.
+    out; so does the memory of the discrete actions `action` decided (`policies.actions.decide`
+    reads it). Call `reset()` at the start of every episode.
 
     Args:
         path: an .onnx file written by `export_policy`.
@@ -498,15 +498,15 @@ class OnnxPolicy:
         self.recurrent = self.meta.arch.recurrent
         self.state: tuple[np.ndarray, np.ndarray] | None = None
         """The LSTM state after the last `forward` (None: the next frame starts an episode)."""
-        self.last_action: np.ndarray | None = None
-        """The discrete action `action` decided last, as a (1,) array (None: the next one starts
-        an episode); `policies.actions.decide` reads it."""
+        self.memory: Memory | None = None
+        """What `action` decided so far in the episode (None: the next one starts an episode);
+        `policies.actions.decide` reads it."""
 
     def reset(self) -> None:
-        """The next `forward` starts an episode: its state is zero, and `action` has no
-        previous action."""
+        """The next `forward` starts an episode: its state is zero, and `action` remembers no
+        action."""
         self.state = None
-        self.last_action = None
+        self.memory = None
 
     def forward(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, H, W, C) -> float32 (N, A) logits or clipped actions."""
@@ -525,9 +525,12 @@ class OnnxPolicy:
         return self.action(self.forward(image_hwc[None])[0])
 
     def action(self, output: np.ndarray) -> int | np.ndarray:
-        """One row of `forward`'s output -> the action: decided from the logits and the action
-        decided before (`policies.actions.decide`), or the continuous action as it is."""
+        """One row of `forward`'s output -> the action: decided from the logits and the
+        actions decided before (`policies.actions.decide`), or the continuous action as it is."""
         if self.continuous:
             return output
-        self.last_action = decide(output[None], self.last_action)
-        return int(self.last_action[0])
+        if self.memory is None:
+            self.memory = Memory.start(1)
+        action = decide(output[None], self.memory)
+        self.memory.record(action)
+        return int(action[0])

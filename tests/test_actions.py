@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from envs.config import EnvConfig, ObservationConfig, to_dict
-from policies.actions import START, decide
+from policies.actions import DRIVES, FULL_TURN_STEPS, RECOVERY_DRIVES, START, Memory, decide
 from policies.checkpoint import (
     build_policy,
     load_checkpoint,
@@ -56,14 +56,52 @@ RIGHT_LEANING = [0.05, 0.05, 0.05, 0.40, 0.45]
 
 def test_a_turn_in_place_does_not_reverse_the_turn_before() -> None:
     logits = _logits(RIGHT_LEANING, RIGHT_LEANING, RIGHT_LEANING, RIGHT_LEANING, SPREAD)
-    previous = np.array([3, 4, START, 0, 3])
+    memory = Memory.start(5)
+    memory.record(np.array([3, 4, 0, 0, 3]), ended=np.array([0, 0, 1, 0, 0], bool))
+    np.testing.assert_array_equal(memory.previous, [3, 4, START, 0, 3])
     # left before: it goes on left; right or an episode start or a drive: the likelier turn;
     # a drive is never held back by the turn before
-    np.testing.assert_array_equal(decide(logits, previous), [3, 4, 4, 4, 1])
+    np.testing.assert_array_equal(decide(logits, memory), [3, 4, 4, 4, 1])
     np.testing.assert_array_equal(decide(logits), [4, 4, 4, 4, 1])
-    assert decide(logits, previous).dtype == np.int64
-    with pytest.raises(ValueError, match=r"previous actions of shape \(2,\); expected \(5,\)"):
-        decide(logits, np.array([3, 4]))
+    assert decide(logits, memory).dtype == np.int64
+    with pytest.raises(ValueError, match=r"a memory of 2 robots; expected 5"):
+        decide(logits, Memory.start(2))
+    with pytest.raises(ValueError, match=r"actions of shape \(3,\); expected \(5,\)"):
+        memory.record(np.array([3, 4, 0]))
+
+
+def _turns_until_drive(logits: np.ndarray, memory: Memory) -> list[int]:
+    """Decide and record one robot's actions until it has driven `RECOVERY_DRIVES` + 1 steps."""
+    taken = []
+    while sum(DRIVES[a] for a in taken) <= RECOVERY_DRIVES:
+        action = decide(logits, memory)
+        memory.record(action)
+        taken.append(int(action[0]))
+    return taken
+
+
+
+def test_a_full_turn_in_place_ends_in_a_recovery_drive() -> None:
+    """40 turns in a row at 1.6 rad/s and 10 Hz are one revolution; then the likeliest driving
+    action, for RECOVERY_DRIVES steps, whatever the turn holds; then turning again."""
+    assert FULL_TURN_STEPS == 40
+    logits = _logits([0.05, 0.02, 0.03, 0.85, 0.05])  # turning left, forward its best drive
+    taken = _turns_until_drive(logits, Memory.start(1))
+    assert taken == [3] * FULL_TURN_STEPS + [0] * RECOVERY_DRIVES + [3] * FULL_TURN_STEPS + [0]
+    # a drive the policy chose itself restarts the count
+    memory = Memory.start(1)
+    for action in [3] * (FULL_TURN_STEPS - 1) + [1]:
+        memory.record(np.array([action]))
+    assert memory.turning[0] == 0 and not memory.due()[0]
+    assert int(decide(logits, memory)[0]) == 3
+    # an episode that ends forgets the count and any drive still due
+    memory = Memory.start(2)
+    for _ in range(FULL_TURN_STEPS + 1):
+        memory.record(np.array([3, 3]))
+    assert memory.due().all() and memory.recovering[0] == RECOVERY_DRIVES - 1
+    memory.record(np.array([0, 0]), ended=np.array([True, False]))
+    np.testing.assert_array_equal(memory.due(), [False, True])
+    np.testing.assert_array_equal(decide(np.vstack([logits, logits]), memory), [3, 0])
 
 
 def _fixed_head_checkpoint(tmp_path: Path, probs: list[float]) -> Path:
@@ -85,22 +123,25 @@ def test_the_policy_and_the_onnx_runner_hold_a_turn_until_reset(tmp_path: Path) 
     loaded = load_checkpoint(path)
     frame = np.random.default_rng(0).integers(0, 256, (36, 36, 6), dtype=np.uint8)
     assert int(loaded.predict(frame)) == 4
-    loaded.last_actions = np.array([3])  # as if it had just turned left
+    loaded.memory.record(np.array([3]))  # as if it had just turned left
     assert [int(loaded.predict(frame)) for _ in range(3)] == [3, 3, 3]
     loaded.reset()
     assert int(loaded.predict(frame)) == 4
+    # turning right on and on, it drives after a revolution, forward being its likeliest drive
+    decided = [int(loaded.predict(frame)) for _ in range(FULL_TURN_STEPS)]
+    assert decided == [4] * (FULL_TURN_STEPS - 1) + [0]
     # a batch of another size starts afresh; a stochastic action leaves nothing to hold
     np.testing.assert_array_equal(loaded.predict(np.stack([frame, frame])), [4, 4])
     loaded.predict(frame, deterministic=False)
-    assert loaded.last_actions is None
+    assert loaded.memory is None
 
     onnx = OnnxPolicy(export_policy(path, "onnx", tmp_path / "policy.onnx",
                                      check_obs=frame[None])["path"])
     assert onnx.act(frame) == 4
-    onnx.last_action = np.array([3])
+    onnx.memory.record(np.array([3]))
     assert [onnx.act(frame) for _ in range(3)] == [3, 3, 3]
     onnx.reset()
-    assert onnx.act(frame) == 4
+    assert [onnx.act(frame) for _ in range(FULL_TURN_STEPS + 1)] == [4] + decided
 
 
 def test_the_pytorch_policy_and_the_onnx_runner_decide_alike(tmp_path: Path) -> None:
@@ -145,8 +186,8 @@ def test_an_unknown_rollout_decision_is_refused() -> None:
 
 
 def test_dagger_rollouts_pass_each_env_its_previous_action(monkeypatch) -> None:
-    """With drive-or-turn rollouts, every env's last executed action reaches the decision, and
-    an env whose episode just ended starts again from `START`."""
+    """With drive-or-turn rollouts, every env's memory of its executed actions reaches the
+    decision, and an env whose episode just ended starts again from `START`."""
     import dataclasses
 
     from training import distill as distill_module
@@ -155,16 +196,17 @@ def test_dagger_rollouts_pass_each_env_its_previous_action(monkeypatch) -> None:
 
     seen: list[np.ndarray | None] = []
 
-    def recording(*args, previous=None, **kwargs):
-        seen.append(None if previous is None else np.array(previous))
-        return policy_actions(*args, previous=previous, **kwargs)
+    def recording(*args, memory=None, **kwargs):
+        seen.append(None if memory is None else memory.previous.copy())
+        return policy_actions(*args, memory=memory, **kwargs)
 
     monkeypatch.setattr(distill_module, "policy_actions", recording)
     cfg = load_config("tiny", ["distill.rollout_decision=drive_or_turn"])
     cfg = dataclasses.replace(cfg, distill=dataclasses.replace(
         cfg.distill, expert_iterations=0, beta_decay_iterations=1))
     distill_module.distill(cfg, _RateHooks(), torch.device("cpu"))
-    assert seen[0] is None and len(seen) == cfg.distill.total_timesteps // cfg.n_envs
+    assert len(seen) == cfg.distill.total_timesteps // cfg.n_envs
+    assert (seen[0] == START).all()  # every env starts an episode
     later = np.stack(seen[1:])
     assert later.shape == (len(seen) - 1, cfg.n_envs)
     assert set(np.unique(later)) <= {START, 0, 1, 2, 3, 4}

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 import rundir
-from policies.actions import START
+from policies.actions import Memory
 from policies.checkpoint import build_policy, is_recurrent, policy_actions, zero_state
 from policies.metadata import CheckpointMeta
 from training.config import TrainConfig, student_arch
@@ -318,9 +318,9 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
         obs = venv.reset()
         expert = np.array([info["expert_action"] for info in venv.reset_infos])
         starts = np.ones(cfg.n_envs, dtype=np.float32)
-        # the drive-or-turn decision holds a turn in place, so it needs each env's last action
-        holds_turns = not continuous and d.rollout_decision == "drive_or_turn"
-        previous = None  # every env starts an episode: no action taken yet
+        # the drive-or-turn decision reads what each env did so far in its episode
+        memory = Memory.start(cfg.n_envs) \
+            if not continuous and d.rollout_decision == "drive_or_turn" else None
         lstm_state = zero_state(student, cfg.n_envs) if recurrent else None
         steps_per_env = max(1, d.steps_per_iteration // cfg.n_envs)
         while state.timesteps < d.total_timesteps and not hooks.should_stop():
@@ -333,7 +333,7 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                 images = torch.as_tensor(chw, device=device)
                 own, lstm_state = policy_actions(
                     student, images, lstm_state, torch.as_tensor(starts, device=device),
-                    drive_or_turn=d.rollout_decision == "drive_or_turn", previous=previous)
+                    drive_or_turn=d.rollout_decision == "drive_or_turn", memory=memory)
                 take_teacher = rng.uniform(size=cfg.n_envs) < beta
                 shape = (-1,) + (1,) * (own.ndim - 1)
                 actions = np.where(take_teacher.reshape(shape), expert, own)
@@ -343,8 +343,8 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                     buffer.add(chw, expert)
                 obs, _, dones, infos = venv.step(actions)
                 starts = dones.astype(np.float32)
-                if holds_turns:
-                    previous = np.where(dones, START, actions)
+                if memory is not None:
+                    memory.record(actions, ended=dones)
                 expert = np.array([venv.reset_infos[i]["expert_action"] if dones[i]
                                    else infos[i]["expert_action"] for i in range(cfg.n_envs)])
                 for i in np.flatnonzero(dones):
