@@ -60,7 +60,8 @@ TURNS = np.flatnonzero(~DRIVES)
 """The actions that turn in place (left, right)."""
 START = -1
 """The previous action of a robot whose episode starts now."""
-FULL_TURN_STEPS = math.ceil(2 * math.pi * EnvConfig().control_hz / EnvConfig().max_angular_rps)
+_DEFAULT_ENV = EnvConfig()
+FULL_TURN_STEPS = math.ceil(2 * math.pi * _DEFAULT_ENV.control_hz / _DEFAULT_ENV.max_angular_rps)
 """Turns in place in a row that make a whole revolution at the default env's top turn rate
 (40 at 1.6 rad/s and 10 Hz): after that many, the robot drives (`RECOVERY_DRIVES`)."""
 RECOVERY_DRIVES = 20
