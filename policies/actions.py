@@ -32,11 +32,11 @@ steps, as a robot's navigation stack runs a recovery behaviour once its progress
 no progress, and the new viewpoint usually breaks the loop. The length of the drive was chosen
 on other episodes than the test's (the reference, evaluation seed 3, recovering after 39
 turns: success 0.885 with the hold alone, 0.89 / 0.90 / 0.91 / 0.91 driving 5 / 10 / 20 / 40
-steps). Over the three students of
-a fresh 20-minute sweep of the presets, on the same 200 held-out test episodes: success 0.915 /
-0.89 / 0.905 -> 0.93 / 0.915 / 0.915 (10 episodes won, none lost), collision-free success
-0.90 / 0.875 / 0.90 -> 0.915 / 0.895 / 0.91 (9 won, none lost), episodes with contact 0.035 /
-0.03 / 0.025 -> 0.04 / 0.03 / 0.025, turn-in-place failures 11 / 17 / 11 -> 7 / 10 / 8.
+steps). Over the three students of a fresh 20-minute sweep of the presets, on the same 200
+held-out test episodes: success 0.915 / 0.89 / 0.905 -> 0.93 / 0.915 / 0.915 (10 episodes won,
+none lost), collision-free success 0.90 / 0.875 / 0.90 -> 0.915 / 0.895 / 0.91 (9 won, none
+lost), episodes with contact 0.035 / 0.03 / 0.025 -> 0.04 / 0.03 / 0.025, turn-in-place
+failures 11 / 17 / 11 -> 7 / 10 / 8.
 
 Every deterministic consumer of a discrete policy decides through this one function: the
 PyTorch policy (`policies.checkpoint.LoadedPolicy.predict`), the exported ONNX model's runner
