@@ -135,7 +135,8 @@ def output_name(continuous: bool) -> str:
 
 def actions_from_outputs(outputs: np.ndarray, continuous: bool) -> np.ndarray:
     """Outputs (N, A) -> actions: (N,) int64 from the logits (`policies.actions.decide`, each
-    row on its own, with no previous action), or the (N, 2) actions."""
+    row on its own, with no memory of earlier actions: no held turn, no recovery drive), or the
+    (N, 2) actions."""
     return outputs if continuous else decide(outputs)
 
 
