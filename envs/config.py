@@ -23,6 +23,8 @@ MAX_FRAME_STACK = 16
 
 MAX_FRAME_STRIDE = 32
 """Most steps `ObservationConfig.frame_stride` may put between stacked frames."""
+COMMAND_CHANNELS = 2
+"""Channels `ObservationConfig.previous_command` adds: linear, then angular."""
 
 GROUPS = ("lighting", "appearance", "layout", "physics", "camera", "image_noise")
 """Randomization factor groups; per-factor robustness sweeps scale one group at a time."""
@@ -168,6 +170,11 @@ class ObservationConfig:
     """Control steps between consecutive stacked frames (1 = the newest `frame_stack` frames).
     With 3 frames and stride 4 the policy sees steps t-8, t-4 and t: a memory of the last
     eight steps for the price of three frames."""
+    previous_command: bool = False
+    """Add two constant channels after the frames: the (linear, angular) command the robot took
+    at its last step, each as a fraction of its top speed mapped from [-1, 1] to 0-255 (a reset
+    holds the stop command). Applied by `envs.wrappers.make_env`; the deploy controller adds
+    the command it last published."""
 
     @property
     def image_channels(self) -> int:
@@ -176,8 +183,9 @@ class ObservationConfig:
 
     @property
     def stacked_channels(self) -> int:
-        """Channels of the observation a policy takes: one frame's channels x frame_stack."""
-        return self.image_channels * self.frame_stack
+        """Channels of the observation a policy takes: one frame's channels x frame_stack, then
+        the previous command's two."""
+        return self.image_channels * self.frame_stack + COMMAND_CHANNELS * self.previous_command
 
 
 @dataclass(frozen=True)
@@ -284,6 +292,10 @@ def validate_env_config(cfg: EnvConfig) -> None:
                                 or not obs.image_channels):
         raise ConfigError("env.observation.frame_stack: stacking needs an image-only "
                           "observation; turn lidar, proprio and privileged off or use 1")
+    if obs.previous_command and (obs.lidar or obs.proprio or obs.privileged
+                                 or not obs.image_channels):
+        raise ConfigError("env.observation.previous_command: the command channels need an "
+                          "image-only observation; turn lidar, proprio and privileged off")
     for f in dataclasses.fields(cfg.randomization):
         low, high = getattr(cfg.randomization, f.name)
         lo_lim, hi_lim = f.metadata["limits"]

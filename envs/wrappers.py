@@ -3,7 +3,7 @@
 Training, evaluation, export and the deployed controller all go through it, so a policy meets
 the same observation everywhere: `make_env` builds the env with its frame stack, and
 `FrameStack` is the stacking itself (the deploy node, which receives single camera frames over
-a topic, uses it directly).
+a topic, uses it directly), as `command_channels` is the previous command's encoding.
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.config import EnvConfig
-from envs.nav_env import CameraNavEnv
+from envs.config import COMMAND_CHANNELS, EnvConfig
+from envs.nav_env import DISCRETE_ACTIONS, CameraNavEnv
+
+STOP = np.zeros(COMMAND_CHANNELS)
+"""The command an episode starts from: standing still."""
 
 
 class FrameStack:
@@ -90,13 +93,61 @@ class ChannelFrameStack(gym.ObservationWrapper):
         return self._stack.stacked()
 
 
+def command_fractions(action, continuous: bool) -> np.ndarray:
+    """An env action -> (linear, angular) as fractions of the top speeds, in [-1, 1]."""
+    if continuous:
+        return np.clip(np.asarray(action, dtype=np.float64).reshape(COMMAND_CHANNELS), -1, 1)
+    return DISCRETE_ACTIONS[int(action)]
+
+
+def command_channels(fractions: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(linear, angular) fractions in [-1, 1] -> (H, W, 2) uint8 constant channels, -1 -> 0,
+    0 -> 128, 1 -> 255: a command the CNN reads as it reads an image."""
+    levels = np.rint((np.asarray(fractions, dtype=np.float64) + 1.0) * 127.5).astype(np.uint8)
+    return np.broadcast_to(levels, (height, width, COMMAND_CHANNELS))
+
+
+class PreviousCommand(gym.Wrapper):
+    """Append the command the robot took at its last step to the image (`command_channels`):
+    (H, W, C) -> (H, W, C + 2); a reset appends the stop command.
+
+    Why: a camera policy without memory cannot tell a detour it has begun (driving on with the
+    goal out of view) from a search for the goal (turning in place), and flips between the two;
+    its own last command is the cheapest memory a robot has, no sensor needed.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        space = env.observation_space
+        if not isinstance(space, spaces.Box) or space.dtype != np.uint8 or len(space.shape) != 3:
+            raise ValueError("PreviousCommand needs a uint8 (H, W, C) image observation")
+        h, w, c = space.shape
+        self._continuous = isinstance(env.action_space, spaces.Box)
+        self.observation_space = spaces.Box(0, 255, (h, w, c + COMMAND_CHANNELS), np.uint8)
+
+    def _with(self, image: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+        h, w, _ = image.shape
+        return np.concatenate([image, command_channels(fractions, h, w)], axis=2)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        return self._with(obs, STOP), info
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return (self._with(obs, command_fractions(action, self._continuous)), reward,
+                terminated, truncated, info)
+
+
 def make_env(cfg: EnvConfig, continuous: bool = False, render_mode: str | None = None,
              inner: Callable[[gym.Env], gym.Env] | None = None) -> gym.Env:
-    """The env a policy acts in: `CameraNavEnv(cfg)`, then `inner`, then the frame stack.
+    """The env a policy acts in: `CameraNavEnv(cfg)`, then `inner`, then the frame stack, then
+    the previous command.
 
     Args:
         cfg: the env config; `cfg.observation.frame_stack` frames, `frame_stride` steps
-            apart, are stacked (1: none).
+            apart, are stacked (1: none); `cfg.observation.previous_command` adds the last
+            command's channels.
         continuous: continuous (2,) actions instead of the discrete ones.
         render_mode: "rgb_array" for the top-down view videos show; None renders nothing.
         inner: wrappers that must see single frames (episode logging, expert labels).
@@ -105,4 +156,6 @@ def make_env(cfg: EnvConfig, continuous: bool = False, render_mode: str | None =
     if inner is not None:
         env = inner(env)
     k = cfg.observation.frame_stack
-    return ChannelFrameStack(env, k, cfg.observation.frame_stride) if k > 1 else env
+    if k > 1:
+        env = ChannelFrameStack(env, k, cfg.observation.frame_stride)
+    return PreviousCommand(env) if cfg.observation.previous_command else env

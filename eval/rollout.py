@@ -186,7 +186,8 @@ def camera_rgb(obs: Any, obs_cfg) -> np.ndarray:
     """The newest camera frame as RGB (H, W, 3), whatever channels and stacking are on."""
     image = obs["image"] if isinstance(obs, dict) else obs
     per_frame = obs_cfg.image_channels
-    newest = image[..., -per_frame:]
+    frames = per_frame * obs_cfg.frame_stack  # the previous command's channels come after
+    newest = image[..., frames - per_frame:frames]
     if obs_cfg.camera:
         return np.ascontiguousarray(newest[..., :3])
     return np.repeat(newest[..., :1], 3, axis=2)  # depth or segmentation only: grey

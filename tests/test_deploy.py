@@ -286,31 +286,37 @@ def test_metrics_port_is_checked_and_a_port_in_use_is_named(discrete_ckpt: Path,
 
 # ---------------------------------------------------------------------------- frame stacking
 
-def stacked_cfg(stride: int) -> EnvConfig:
+def stacked_cfg(stride: int, previous_command: bool = False) -> EnvConfig:
     return EnvConfig(observation=ObservationConfig(width=SIZE, height=SIZE, frame_stack=2,
-                                                   frame_stride=stride), max_steps=10)
+                                                   frame_stride=stride,
+                                                   previous_command=previous_command),
+                     max_steps=10)
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_policy_node_stacks_frames_as_the_env_and_restarts_at_each_episode(
-        tmp_path: Path, stride: int) -> None:
-    cfg = stacked_cfg(stride)
-    policy = build_policy(gym.spaces.Box(0, 255, (6, SIZE, SIZE), np.uint8),
+@pytest.mark.parametrize(("stride", "previous_command"), [(1, False), (2, False), (1, True)])
+def test_policy_node_builds_observations_as_the_env_and_restarts_at_each_episode(
+        tmp_path: Path, stride: int, previous_command: bool) -> None:
+    cfg = stacked_cfg(stride, previous_command)
+    channels = cfg.observation.stacked_channels
+    policy = build_policy(gym.spaces.Box(0, 255, (channels, SIZE, SIZE), np.uint8),
                           gym.spaces.Discrete(len(DISCRETE_ACTIONS)), ARCH)
     (tmp_path / rundir.RUN_FILE).write_text("{}")  # a run directory: the export lands beside it
     ckpt = save_checkpoint(tmp_path / "policy.pt", policy, ARCH, {"env": to_dict(cfg)})
-    obs = np.zeros((2, SIZE, SIZE, 6), np.uint8)
+    obs = np.zeros((2, SIZE, SIZE, channels), np.uint8)
     onnx_policy = OnnxPolicy(export_policy(ckpt, "onnx", check_obs=obs)["path"])
     context, executor = Context(), SingleThreadedExecutor()
     node = PolicyNode(context, onnx_policy)
     seen: list[np.ndarray] = []
-    forward = onnx_policy.forward
+    decided: list[int] = []
+    forward, action = onnx_policy.forward, onnx_policy.action
     onnx_policy.forward = lambda batch: seen.append(batch[0].copy()) or forward(batch)
+    onnx_policy.action = lambda out: decided.append(int(action(out))) or decided[-1]
     camera = Node("camera", context)
     image_pub = camera.create_publisher(Image, TOPIC_IMAGE, 5)
     episode_pub = camera.create_publisher(UInt32, TOPIC_EPISODE, 5)
     executor.add_node(node)
-    # The robot streams raw frames; training's env stacks them with a reset per episode.
+    # The robot streams raw frames and obeys the node's commands; training's env stacks the
+    # frames (and adds the command taken) with a reset per episode.
     raw, stacked = CameraNavEnv(cfg), make_env(cfg)
     expected = []
     try:
@@ -320,9 +326,9 @@ def test_policy_node_stacks_frames_as_the_env_and_restarts_at_each_episode(
             episode_pub.publish(UInt32(data=episode))
             image_pub.publish(image_to_msg(frame, 0, "cam"))
             executor.spin_once(timeout_sec=0.0)
-            for t in range(3):
-                frame = raw.step(t % len(DISCRETE_ACTIONS))[0]
-                expected.append(stacked.step(t % len(DISCRETE_ACTIONS))[0])
+            for _ in range(3):
+                frame = raw.step(decided[-1])[0]
+                expected.append(stacked.step(decided[-1])[0])
                 image_pub.publish(image_to_msg(frame, 0, "cam"))
                 executor.spin_once(timeout_sec=0.0)
     finally:
@@ -332,4 +338,8 @@ def test_policy_node_stacks_frames_as_the_env_and_restarts_at_each_episode(
     for got, want in zip(seen, expected):
         np.testing.assert_array_equal(got, want)
     # The first frame of the second episode fills the stack: nothing of episode one remains.
-    np.testing.assert_array_equal(seen[4][..., :3], seen[4][..., 3:])
+    np.testing.assert_array_equal(seen[4][..., :3], seen[4][..., 3:6])
+    if previous_command:  # each episode starts from the stop command, then reads the last one
+        assert (seen[0][..., 6:] == 128).all() and (seen[4][..., 6:] == 128).all()
+        np.testing.assert_array_equal(
+            seen[1][0, 0, 6:], np.rint((DISCRETE_ACTIONS[decided[0]] + 1) * 127.5))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.distill import class_weights, colour_jitter, random_shift
+from training.distill import augment, class_weights, colour_jitter, random_shift
 
 
 def test_class_weights_follow_inverse_sqrt_frequency_with_mean_one() -> None:
@@ -85,3 +85,17 @@ def test_balance_power_final_out_of_range_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="balance_power_final: must be in \\[0, 1\\]"):
         load_config("default", ["distill.balance_power_final=-0.5"])
+
+
+@pytest.mark.parametrize("n_seq", [1, 4])
+def test_augment_jitters_the_frames_and_leaves_the_command_channels(n_seq: int) -> None:
+    frames = torch.randint(0, 256, (8, 6, 6, 6), dtype=torch.uint8)
+    command = torch.full((8, 2, 6, 6), 191, dtype=torch.uint8)
+    images = torch.cat([frames, command], dim=1)
+    out = augment(images, n_seq, 1, 6, torch.Generator().manual_seed(2))
+    assert out.shape == images.shape
+    assert (out[:, 6:] == 191).all()  # a constant channel stays constant under shift and jitter
+    assert not torch.equal(out[:, 1:3], images[:, 1:3])
+    # without command channels the jitter draws exactly as colour_jitter on the frames alone
+    alone = augment(frames, 1, 0, 6, torch.Generator().manual_seed(2))
+    assert torch.equal(alone, colour_jitter(frames, torch.Generator().manual_seed(2)))

@@ -169,9 +169,10 @@ def colour_jitter(images: torch.Tensor, generator: torch.Generator,
     return out.reshape(n, c, h, w)
 
 
-def augment(images: torch.Tensor, n_seq: int, shift_px: int, colour: bool,
+def augment(images: torch.Tensor, n_seq: int, shift_px: int, colour_channels: int,
             generator: torch.Generator) -> torch.Tensor:
-    """Random shift and (for RGB frames) colour jitter of a (N, C, H, W) uint8 batch.
+    """Random shift and colour jitter of a (N, C, H, W) uint8 batch: the jitter covers the first
+    `colour_channels` channels (stacked RGB frames; 0: none), not the command channels after.
 
     With `n_seq > 1` the batch is `n_seq` sequences of consecutive frames, and every frame of a
     sequence gets the same shift and colours: a view that jumps from frame to frame is motion
@@ -180,8 +181,12 @@ def augment(images: torch.Tensor, n_seq: int, shift_px: int, colour: bool,
     n, c, h, w = images.shape
     rows = images.reshape(n_seq, (n // n_seq) * c, h, w) if n_seq > 1 else images
     rows = random_shift(rows, shift_px, generator, groups=n_seq if n_seq > 1 else 16)
-    if colour:
-        rows = colour_jitter(rows, generator)
+    if colour_channels:
+        groups = rows.shape[0]
+        per_step = rows.reshape(groups, -1, c, h, w)
+        frames = per_step[:, :, :colour_channels].reshape(groups, -1, h, w)
+        jittered = colour_jitter(frames, generator).reshape(groups, -1, colour_channels, h, w)
+        rows = torch.cat([jittered, per_step[:, :, colour_channels:]], dim=2)
     return rows.reshape(n, c, h, w)
 
 
@@ -312,7 +317,9 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                                  action_dtype) if recurrent
                   else FrameBuffer(d.buffer_size, frame_shape, action_shape, action_dtype))
         # Only for frames that are exactly RGB: depth and segmentation channels are not colours.
-        colour = d.augment_colour and cfg.env.observation.image_channels == 3
+        obs_cfg = cfg.env.observation
+        colour = obs_cfg.image_channels * obs_cfg.frame_stack \
+            if d.augment_colour and obs_cfg.image_channels == 3 else 0
         rng = np.random.default_rng(cfg.seed + state.iteration)
         gen = torch.Generator().manual_seed(cfg.seed + state.iteration)
         obs = venv.reset()

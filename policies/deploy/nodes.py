@@ -31,7 +31,7 @@ import numpy as np
 import rundir
 from envs.config import EnvConfig
 from envs.nav_env import DISCRETE_ACTIONS, CameraNavEnv
-from envs.wrappers import FrameStack
+from envs.wrappers import STOP, FrameStack, command_channels, command_fractions
 from policies.deploy.bag import BagRecorder
 from policies.deploy.messages import (
     Image,
@@ -251,7 +251,9 @@ class PolicyNode(Node):
     same `FrameStack` the training and evaluation envs use: an `/episode_start` message makes
     the next frame fill the stack, as a reset does there, so no stack mixes two episodes. A
     recurrent policy's LSTM state is zeroed at that same frame, so no episode starts from the
-    memory of the last one.
+    memory of the last one. A policy that reads its previous command (`previous_command` in its
+    observation config) gets the command this node last published, the stop command at that
+    same frame.
 
     Samples (after `warmup` frames): per frame the ns spent in conversion, inference, publish
     and the total from the frame's stamp to the command published.
@@ -276,6 +278,7 @@ class PolicyNode(Node):
         self.frames = 0
         self.samples: dict[str, deque[int]] = {s: deque(maxlen=SAMPLES_KEPT) for s in STAGES}
         self._episode_start = True
+        self._command = STOP
 
     def _on_episode(self, msg: UInt32) -> None:
         self._episode_start = True
@@ -291,8 +294,12 @@ class PolicyNode(Node):
         # Only a frame the policy can use starts the episode's stack (a rejected one does not).
         if self._episode_start:
             self.policy.reset()
+            self._command = STOP
         stacked = self.stack.reset(image) if self._episode_start else self.stack.push(image)
         self._episode_start = False
+        if self.cfg.observation.previous_command:
+            h, w, _ = stacked.shape
+            stacked = np.concatenate([stacked, command_channels(self._command, h, w)], axis=2)
         return stacked[None]
 
     def _on_image(self, msg: Image) -> None:
@@ -306,6 +313,7 @@ class PolicyNode(Node):
         t1 = now_ns()
         out = self.policy.forward(batch)[0]
         action = self.policy.action(out)
+        self._command = command_fractions(action, self.policy.continuous)
         t2 = now_ns()
         self.cmd_pub.publish(env_action_to_twist(action, self.cfg, self.policy.continuous))
         t3 = now_ns()
