@@ -93,7 +93,7 @@ class ChannelFrameStack(gym.ObservationWrapper):
         return self._stack.stacked()
 
 
-def command_fractions(action, continuous: bool) -> np.ndarray:
+def command_fractions(action: int | np.ndarray, continuous: bool) -> np.ndarray:
     """An env action -> (linear, angular) as fractions of the top speeds, in [-1, 1]."""
     if continuous:
         return np.clip(np.asarray(action, dtype=np.float64).reshape(COMMAND_CHANNELS), -1, 1)
@@ -113,7 +113,11 @@ class PreviousCommand(gym.Wrapper):
 
     Why: a camera policy without memory cannot tell a detour it has begun (driving on with the
     goal out of view) from a search for the goal (turning in place), and flips between the two;
-    its own last command is the cheapest memory a robot has, no sensor needed.
+    its own last command is the cheapest memory a robot has, no sensor needed. Measured against
+    the presets over three training seeds on the same 200 held-out test episodes, it loses:
+    success 0.905 / 0.94 / 0.87 against 0.93 / 0.915 / 0.915, episodes with contact 0.065 / 0.05
+    / 0.155 against 0.04 / 0.03 / 0.025, the student copying its own "forward" into obstacles
+    (README, "What the recipe's routes measured").
     """
 
     def __init__(self, env: gym.Env):
