@@ -3,7 +3,7 @@
 Training, evaluation, export and the deployed controller all go through it, so a policy meets
 the same observation everywhere: `make_env` builds the env with its frame stack, and
 `FrameStack` is the stacking itself (the deploy node, which receives single camera frames over
-a topic, uses it directly), as `command_channels` is the previous command's encoding.
+a topic, uses it directly), and `command_channels` encodes the previous command for both.
 """
 
 from __future__ import annotations

@@ -97,8 +97,7 @@ def twist_to_env_action(v_mps: float, w_rps: float, cfg: EnvConfig,
 
 def env_action_to_twist(action: int | np.ndarray, cfg: EnvConfig, continuous: bool) -> Twist:
     """An env action (discrete index or (2,) fractions) -> the Twist it stands for."""
-    frac = np.clip(np.asarray(action, dtype=np.float64).reshape(2), -1.0, 1.0) if continuous \
-        else DISCRETE_ACTIONS[int(action)]
+    frac = command_fractions(action, continuous)
     return action_to_twist(frac[0] * cfg.max_linear_mps, frac[1] * cfg.max_angular_rps)
 
 
