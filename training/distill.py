@@ -181,7 +181,9 @@ def augment(images: torch.Tensor, n_seq: int, shift_px: int, colour_channels: in
     n, c, h, w = images.shape
     rows = images.reshape(n_seq, (n // n_seq) * c, h, w) if n_seq > 1 else images
     rows = random_shift(rows, shift_px, generator, groups=n_seq if n_seq > 1 else 16)
-    if colour_channels:
+    if colour_channels == c:  # no command channels: jitter in place of a split and a copy
+        rows = colour_jitter(rows, generator)
+    elif colour_channels:
         groups = rows.shape[0]
         per_step = rows.reshape(groups, -1, c, h, w)
         frames = per_step[:, :, :colour_channels].reshape(groups, -1, h, w)
