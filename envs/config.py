@@ -182,10 +182,15 @@ class ObservationConfig:
         return 3 * self.camera + self.depth + self.segmentation
 
     @property
+    def frame_channels(self) -> int:
+        """Channels of the stacked frames: one frame's channels x frame_stack."""
+        return self.image_channels * self.frame_stack
+
+    @property
     def stacked_channels(self) -> int:
-        """Channels of the observation a policy takes: one frame's channels x frame_stack, then
-        the previous command's two."""
-        return self.image_channels * self.frame_stack + COMMAND_CHANNELS * self.previous_command
+        """Channels of the observation a policy takes: the stacked frames', then the previous
+        command's two."""
+        return self.frame_channels + COMMAND_CHANNELS * self.previous_command
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,7 @@ def camera_rgb(obs: Any, obs_cfg) -> np.ndarray:
     """The newest camera frame as RGB (H, W, 3), whatever channels and stacking are on."""
     image = obs["image"] if isinstance(obs, dict) else obs
     per_frame = obs_cfg.image_channels
-    frames = per_frame * obs_cfg.frame_stack  # the previous command's channels come after
+    frames = obs_cfg.frame_channels  # the previous command's channels come after
     newest = image[..., frames - per_frame:frames]
     if obs_cfg.camera:
         return np.ascontiguousarray(newest[..., :3])

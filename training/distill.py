@@ -320,8 +320,7 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                   else FrameBuffer(d.buffer_size, frame_shape, action_shape, action_dtype))
         # Only for frames that are exactly RGB: depth and segmentation channels are not colours.
         obs_cfg = cfg.env.observation
-        colour = obs_cfg.image_channels * obs_cfg.frame_stack \
-            if d.augment_colour and obs_cfg.image_channels == 3 else 0
+        colour = obs_cfg.frame_channels if d.augment_colour and obs_cfg.image_channels == 3 else 0
         rng = np.random.default_rng(cfg.seed + state.iteration)
         gen = torch.Generator().manual_seed(cfg.seed + state.iteration)
         obs = venv.reset()
