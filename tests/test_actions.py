@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from envs.config import EnvConfig, ObservationConfig, to_dict
-from policies.actions import DRIVES, FULL_TURN_STEPS, RECOVERY_DRIVES, START, Memory, decide
+from policies.actions import (
+    DRIVES,
+    FULL_TURN_STEPS,
+    RECOVERY_DRIVES,
+    START,
+    TURN_WINDOW_STEPS,
+    Memory,
+    decide,
+)
 from policies.checkpoint import (
     build_policy,
     load_checkpoint,
@@ -82,18 +90,12 @@ def _turns_until_drive(logits: np.ndarray, memory: Memory) -> list[int]:
 
 
 def test_a_full_turn_in_place_ends_in_a_recovery_drive() -> None:
-    """40 turns in a row at 1.6 rad/s and 10 Hz are one revolution; then the likeliest driving
-    action, for RECOVERY_DRIVES steps, whatever the turn holds; then turning again."""
+    """40 turns at 1.6 rad/s and 10 Hz are one revolution; then the likeliest driving action,
+    for RECOVERY_DRIVES steps, whatever the turn holds; then turning again."""
     assert FULL_TURN_STEPS == 40
     logits = _logits([0.05, 0.02, 0.03, 0.85, 0.05])  # turning left, forward its best drive
     taken = _turns_until_drive(logits, Memory.start(1))
     assert taken == [3] * FULL_TURN_STEPS + [0] * RECOVERY_DRIVES + [3] * FULL_TURN_STEPS + [0]
-    # a drive the policy chose itself restarts the count
-    memory = Memory.start(1)
-    for action in [3] * (FULL_TURN_STEPS - 1) + [1]:
-        memory.record(np.array([action]))
-    assert memory.turning[0] == 0 and not memory.due()[0]
-    assert int(decide(logits, memory)[0]) == 3
     # an episode that ends forgets the count and any drive still due
     memory = Memory.start(2)
     for _ in range(FULL_TURN_STEPS + 1):
@@ -102,6 +104,32 @@ def test_a_full_turn_in_place_ends_in_a_recovery_drive() -> None:
     memory.record(np.array([0, 0]), ended=np.array([True, False]))
     np.testing.assert_array_equal(memory.due(), [False, True])
     np.testing.assert_array_equal(decide(np.vstack([logits, logits]), memory), [3, 0])
+
+
+def _recorded(actions: list[int]) -> Memory:
+    memory = Memory.start(1)
+    for action in actions:
+        memory.record(np.array([action]))
+    return memory
+
+
+def test_turns_count_towards_a_revolution_within_the_window() -> None:
+    """The loop the window catches: nearly a revolution in place, a few drives, round again.
+    Turns in a row would restart at every drive and never reach a revolution."""
+    assert TURN_WINDOW_STEPS == 60
+    loop = [3] * (FULL_TURN_STEPS - 5) + [1] * 4
+    memory = _recorded(loop)
+    assert memory.turning[0] == FULL_TURN_STEPS - 5 and not memory.due()[0]
+    memory = _recorded(loop + [3] * 5)
+    assert memory.due()[0]
+    logits = _logits([0.05, 0.30, 0.03, 0.60, 0.02])
+    assert int(decide(logits, memory)[0]) == 1  # its likeliest drive, not its likelier turn
+    # turns older than the window no longer count: 20 turns, 40 drives, 20 turns is 20 in it
+    memory = _recorded([3] * 20 + [0] * 40 + [3] * 20)
+    assert memory.turning[0] == 20 and not memory.due()[0]
+    # a recovery spends the turns that led to it: after its drives, counting starts again
+    memory = _recorded([3] * FULL_TURN_STEPS + [0] * RECOVERY_DRIVES + [3] * 10)
+    assert memory.turning[0] == 10 and not memory.due()[0]
 
 
 def _fixed_head_checkpoint(tmp_path: Path, probs: list[float]) -> Path:
