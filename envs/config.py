@@ -182,6 +182,12 @@ class ObservationConfig:
         return 3 * self.camera + self.depth + self.segmentation
 
     @property
+    def image_only(self) -> bool:
+        """Whether the observation is an image alone (no lidar, proprio or privileged vector):
+        what stacking, the command channels and a loadable checkpoint need."""
+        return bool(self.image_channels) and not (self.lidar or self.proprio or self.privileged)
+
+    @property
     def frame_channels(self) -> int:
         """Channels of the stacked frames: one frame's channels x frame_stack."""
         return self.image_channels * self.frame_stack
@@ -293,12 +299,10 @@ def validate_env_config(cfg: EnvConfig) -> None:
     if not 1 <= obs.frame_stride <= MAX_FRAME_STRIDE:
         raise ConfigError(f"env.observation.frame_stride: must be 1-{MAX_FRAME_STRIDE}, got "
                           f"{obs.frame_stride}")
-    if obs.frame_stack > 1 and (obs.lidar or obs.proprio or obs.privileged
-                                or not obs.image_channels):
+    if obs.frame_stack > 1 and not obs.image_only:
         raise ConfigError("env.observation.frame_stack: stacking needs an image-only "
                           "observation; turn lidar, proprio and privileged off or use 1")
-    if obs.previous_command and (obs.lidar or obs.proprio or obs.privileged
-                                 or not obs.image_channels):
+    if obs.previous_command and not obs.image_only:
         raise ConfigError("env.observation.previous_command: the command channels need an "
                           "image-only observation; turn lidar, proprio and privileged off")
     for f in dataclasses.fields(cfg.randomization):

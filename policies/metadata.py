@@ -297,7 +297,7 @@ def _env(source: Any, data: Mapping[str, Any]) -> EnvConfig:
         if not low <= value <= high:
             raise _refuse(source, name, f"= {_show(_getattr_path(env, name))}",
                           allowed.get(name, f"{low}-{high:,}"))
-    if not obs.image_channels or obs.lidar or obs.proprio or obs.privileged:
+    if not obs.image_only:
         raise _refuse(source, "env.observation", "is not an image alone",
                       "camera, depth or segmentation; lidar, proprio and privileged off")
     return env
