@@ -3,7 +3,7 @@
 Training, evaluation, export and the deployed controller all go through it, so a policy meets
 the same observation everywhere: `make_env` builds the env with its frame stack, and
 `FrameStack` is the stacking itself (the deploy node, which receives single camera frames over
-a topic, uses it directly), and `command_channels` encodes the previous command for both.
+a topic, uses it directly), and `append_command` adds the previous command for both.
 """
 
 from __future__ import annotations
@@ -107,8 +107,14 @@ def command_channels(fractions: np.ndarray, height: int, width: int) -> np.ndarr
     return np.broadcast_to(levels, (height, width, COMMAND_CHANNELS))
 
 
+def append_command(image: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+    """(H, W, C) image -> (H, W, C + 2): the command's channels (`command_channels`) after it."""
+    h, w, _ = image.shape
+    return np.concatenate([image, command_channels(fractions, h, w)], axis=2)
+
+
 class PreviousCommand(gym.Wrapper):
-    """Append the command the robot took at its last step to the image (`command_channels`):
+    """Append the command the robot took at its last step to the image (`append_command`):
     (H, W, C) -> (H, W, C + 2); a reset appends the stop command.
 
     Why: a camera policy without memory cannot tell a detour it has begun (driving on with the
@@ -129,17 +135,13 @@ class PreviousCommand(gym.Wrapper):
         self._continuous = isinstance(env.action_space, spaces.Box)
         self.observation_space = spaces.Box(0, 255, (h, w, c + COMMAND_CHANNELS), np.uint8)
 
-    def _with(self, image: np.ndarray, fractions: np.ndarray) -> np.ndarray:
-        h, w, _ = image.shape
-        return np.concatenate([image, command_channels(fractions, h, w)], axis=2)
-
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
-        return self._with(obs, STOP), info
+        return append_command(obs, STOP), info
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        return (self._with(obs, command_fractions(action, self._continuous)), reward,
+        return (append_command(obs, command_fractions(action, self._continuous)), reward,
                 terminated, truncated, info)
 
 

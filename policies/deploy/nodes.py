@@ -31,7 +31,7 @@ import numpy as np
 import rundir
 from envs.config import EnvConfig
 from envs.nav_env import DISCRETE_ACTIONS, CameraNavEnv
-from envs.wrappers import STOP, FrameStack, command_channels, command_fractions
+from envs.wrappers import STOP, FrameStack, append_command, command_fractions
 from policies.deploy.bag import BagRecorder
 from policies.deploy.messages import (
     Image,
@@ -297,8 +297,7 @@ class PolicyNode(Node):
         stacked = self.stack.reset(image) if self._episode_start else self.stack.push(image)
         self._episode_start = False
         if self.cfg.observation.previous_command:
-            h, w, _ = stacked.shape
-            stacked = np.concatenate([stacked, command_channels(self._command, h, w)], axis=2)
+            stacked = append_command(stacked, self._command)
         return stacked[None]
 
     def _on_image(self, msg: Image) -> None:
