@@ -119,6 +119,12 @@ class DistillConfig:
     weighting fades out, so the early iterations get the balanced start that keeps a seed from
     stalling on the most common label and the late ones fit the labels as often as the teacher
     gives them; 1: it grows to inverse frequency."""
+    aux_weight: float = 0.0
+    """Weight of an auxiliary loss (0 = off): a linear head on the student's CNN features, used
+    only while training, predicts the privileged state around the robot that the camera only
+    shows (`training.experts.auxiliary_target`: lidar ranges, the goal's and the plan's next
+    waypoint's bearing, the goal's distance), so the features have to encode how far the
+    obstacles are and where the goal lies. Feed-forward students only."""
     augment_shift_px: int = 4
     """Random-shift augmentation (pixels, 0 = off) for robustness to unseen appearance."""
     augment_colour: bool = True
@@ -271,6 +277,12 @@ class TrainConfig:
         if not 0.0 <= self.distill.balance_power_final <= 1.0:
             raise ConfigError("distill.balance_power_final: must be in [0, 1] (0.5 = 1/sqrt "
                               f"weighting throughout), got {self.distill.balance_power_final}")
+        if self.distill.aux_weight < 0:
+            raise ConfigError("distill.aux_weight: must be >= 0 (0 = no auxiliary loss), got "
+                              f"{self.distill.aux_weight}")
+        if self.distill.aux_weight and self.arch.lstm_hidden:
+            raise ConfigError("distill.aux_weight: the auxiliary loss trains a feed-forward "
+                              "student; set arch.lstm_hidden=0 or distill.aux_weight=0")
         if self.distill.augment_shift_px < 0:
             raise ConfigError("distill.augment_shift_px: must be >= 0")
         if self.time_budget_s < 0:

@@ -11,7 +11,9 @@ Read top to bottom:
    recurrent student (`arch.lstm_hidden > 0`) carries its LSTM state per env while it drives
    and is fitted on windows of consecutive frames of one env, from the zero state, the first
    `distill.burn_in` frames of a window warming the state up without loss (truncated
-   backpropagation through time with a burn-in).
+   backpropagation through time with a burn-in). With `distill.aux_weight`, a linear head on
+   the student's CNN features also learns the privileged state around the robot (lidar
+   ranges, the goal's bearing), an auxiliary task that only shapes the features.
 4. Repeat; evaluate on the held-out split and checkpoint through the run's hooks.
 
 The student is an ordinary SB3 `ActorCriticCnnPolicy`, so it saves in the same checkpoint
@@ -33,7 +35,7 @@ from policies.actions import Memory
 from policies.checkpoint import build_policy, is_recurrent, policy_actions, zero_state
 from policies.metadata import CheckpointMeta
 from training.config import TrainConfig, student_arch
-from training.experts import ExpertLabel, MLPTeacher, teacher_spec
+from training.experts import ExpertLabel, MLPTeacher, auxiliary_size, teacher_spec
 from training.vec import make_vec_env, running
 
 
@@ -48,24 +50,30 @@ class DistillState:
 
 
 class FrameBuffer:
-    """Aggregated (frame, teacher action) pairs; a ring that drops the oldest when full."""
+    """Aggregated (frame, teacher action) pairs, and each frame's auxiliary target where
+    `aux_size` > 0; a ring that drops the oldest when full."""
 
     def __init__(self, capacity: int, obs_shape: tuple[int, ...], action_shape: tuple[int, ...],
-                 action_dtype):
+                 action_dtype, aux_size: int = 0):
         self.obs = np.zeros((capacity, *obs_shape), dtype=np.uint8)
         self.actions = np.zeros((capacity, *action_shape), dtype=action_dtype)
+        self.aux = np.zeros((capacity, aux_size), dtype=np.float32) if aux_size else None
         self.capacity, self.size, self.cursor = capacity, 0, 0
 
-    def add(self, obs: np.ndarray, actions: np.ndarray) -> None:
-        for o, a in zip(obs, actions):
+    def add(self, obs: np.ndarray, actions: np.ndarray, aux: np.ndarray | None = None) -> None:
+        for i, (o, a) in enumerate(zip(obs, actions)):
             self.obs[self.cursor] = o
             self.actions[self.cursor] = a
+            if self.aux is not None:
+                self.aux[self.cursor] = aux[i]
             self.cursor = (self.cursor + 1) % self.capacity
             self.size = min(self.size + 1, self.capacity)
 
-    def sample(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, rng: np.random.Generator, batch: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """`batch` random frames, their labels and their auxiliary targets (None without)."""
         idx = rng.integers(0, self.size, size=batch)
-        return self.obs[idx], self.actions[idx]
+        return self.obs[idx], self.actions[idx], None if self.aux is None else self.aux[idx]
 
 
 class SequenceBuffer:
@@ -212,6 +220,19 @@ def imitation_loss(policy: ActorCriticPolicy, obs: torch.Tensor, expert: torch.T
     return distribution_loss(policy.get_distribution(obs), expert, continuous, weights)
 
 
+def auxiliary_imitation_loss(policy: ActorCriticPolicy, head: torch.nn.Module,
+                             obs: torch.Tensor, expert: torch.Tensor, aux_target: torch.Tensor,
+                             continuous: bool, weights: torch.Tensor | None = None
+                             ) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """`imitation_loss` and the auxiliary head's mean squared error on `aux_target`, from one
+    pass of the CNN: the head reads the same features as the actor, so its gradient shapes
+    them."""
+    features = policy.extract_features(obs, policy.pi_features_extractor)
+    dist = policy._get_action_dist_from_latent(policy.mlp_extractor.forward_actor(features))
+    loss, agreement = distribution_loss(dist, expert, continuous, weights)
+    return loss, agreement, F.mse_loss(head(features), aux_target)
+
+
 def sequence_imitation_loss(policy: ActorCriticPolicy, obs: torch.Tensor, expert: torch.Tensor,
                             keep: torch.Tensor, n_seq: int, continuous: bool,
                             weights: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
@@ -297,8 +318,10 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
     continuous = hooks.continuous
     kind = d.teacher
 
+    auxiliary = d.aux_weight > 0
+
     def wrapper(env):
-        return ExpertLabel(env, kind, teacher, teacher_spec(d))
+        return ExpertLabel(env, kind, teacher, teacher_spec(d), auxiliary)
 
     # each (re)start of the collection draws new scenes: a resumed run does not replay its own
     seed = cfg.seed + rundir.SEED_OFFSETS["distill_iteration"] * state.iteration
@@ -317,7 +340,15 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
         recurrent = is_recurrent(student)
         buffer = (SequenceBuffer(d.buffer_size, cfg.n_envs, frame_shape, action_shape,
                                  action_dtype) if recurrent
-                  else FrameBuffer(d.buffer_size, frame_shape, action_shape, action_dtype))
+                  else FrameBuffer(d.buffer_size, frame_shape, action_shape, action_dtype,
+                                   auxiliary_size(cfg.env.observation) if auxiliary else 0))
+        # The auxiliary head lives only in training, with its own optimizer: checkpoints,
+        # export and deployment see the plain student, and a resumed run starts a fresh head.
+        aux_head = torch.nn.Linear(student.features_extractor.features_dim,
+                                   auxiliary_size(cfg.env.observation)).to(device) \
+            if auxiliary else None
+        aux_optimizer = torch.optim.Adam(aux_head.parameters(), lr=d.learning_rate) \
+            if auxiliary else None
         # Only for frames that are exactly RGB: depth and segmentation channels are not colours.
         obs_cfg = cfg.env.observation
         colour = obs_cfg.frame_channels if d.augment_colour and obs_cfg.image_channels == 3 else 0
@@ -325,6 +356,7 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
         gen = torch.Generator().manual_seed(cfg.seed + state.iteration)
         obs = venv.reset()
         expert = np.array([info["expert_action"] for info in venv.reset_infos])
+        aux = np.array([info["aux_target"] for info in venv.reset_infos]) if auxiliary else None
         starts = np.ones(cfg.n_envs, dtype=np.float32)
         # the drive-or-turn decision reads what each env did so far in its episode
         memory = Memory.start(cfg.n_envs) \
@@ -348,13 +380,15 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                 if recurrent:
                     buffer.add(chw, expert, starts)
                 else:
-                    buffer.add(chw, expert)
+                    buffer.add(chw, expert, aux)
                 obs, _, dones, infos = venv.step(actions)
                 starts = dones.astype(np.float32)
                 if memory is not None:
                     memory.record(actions, ended=dones)
-                expert = np.array([venv.reset_infos[i]["expert_action"] if dones[i]
-                                   else infos[i]["expert_action"] for i in range(cfg.n_envs)])
+                now = [venv.reset_infos[i] if dones[i] else infos[i] for i in range(cfg.n_envs)]
+                expert = np.array([info["expert_action"] for info in now])
+                if auxiliary:
+                    aux = np.array([info["aux_target"] for info in now])
                 for i in np.flatnonzero(dones):
                     state.episodes += 1
                     state.successes.append(float(infos[i]["success"]))
@@ -367,9 +401,10 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
             # what the student learned, so neighbouring checkpoints differ less.
             progress = hooks.progress(state.timesteps)
             frac = 1.0 - (1.0 - d.lr_final_fraction) * progress
-            for group in optimizer.param_groups:
+            for group in optimizer.param_groups + (aux_optimizer.param_groups if auxiliary
+                                                   else []):
                 group["lr"] = d.learning_rate * frac
-            losses, agreements = [], []
+            losses, agreements, aux_losses = [], [], []
             labels = buffer.flat_actions() if recurrent else buffer.actions[:buffer.size]
             power = balance_power(cfg, progress)
             weights = None if continuous or not d.balance_actions else class_weights(
@@ -382,7 +417,7 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                     if not batch_keep.any():  # every window began in a burn-in before a reset
                         continue
                 else:
-                    batch_obs, batch_act = buffer.sample(rng, d.batch_size)
+                    batch_obs, batch_act, batch_aux = buffer.sample(rng, d.batch_size)
                 images = augment(torch.as_tensor(batch_obs), n_seq if recurrent else 1,
                                  d.augment_shift_px, colour, gen).to(device)
                 target = torch.as_tensor(batch_act, device=device)
@@ -390,13 +425,23 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                     loss, agreement = sequence_imitation_loss(
                         student, images, target, torch.as_tensor(batch_keep, device=device),
                         n_seq, continuous, weights)
+                elif auxiliary:
+                    loss, agreement, aux_loss = auxiliary_imitation_loss(
+                        student, aux_head, images, target,
+                        torch.as_tensor(batch_aux, device=device), continuous, weights)
+                    aux_losses.append(aux_loss.item())
+                    loss = loss + d.aux_weight * aux_loss
                 else:
                     loss, agreement = imitation_loss(student, images, target, continuous,
                                                      weights)
                 optimizer.zero_grad()
+                if auxiliary:
+                    aux_optimizer.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
                 optimizer.step()
+                if auxiliary:
+                    aux_optimizer.step()
                 losses.append(loss.item())
                 agreements.append(agreement)
             state.iteration += 1
@@ -412,5 +457,7 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
             }
             if weights is not None:
                 scalars["distill/balance_power"] = power
+            if aux_losses:
+                scalars["distill/aux_loss"] = float(np.mean(aux_losses))
             hooks.on_iteration(student, optimizer, state, scalars)
     return student, optimizer, state

@@ -34,6 +34,27 @@ def teacher_state(env) -> np.ndarray:
     return np.concatenate([base.lidar() / rng, base.privileged_state()]).astype(np.float32)
 
 
+GOAL_SCALE_M = 5.0
+"""Goal distances in the auxiliary target are divided by this (about the arena's diagonal)."""
+
+
+def auxiliary_size(obs: ObservationConfig) -> int:
+    """Length of `auxiliary_target` for an env observing `obs`."""
+    return obs.lidar_rays + 5
+
+
+def auxiliary_target(env) -> np.ndarray:
+    """What a student's auxiliary head learns to read from the camera (`distill.aux_weight`):
+    the lidar's ranges around the robot as fractions of its range, then the goal's distance
+    (over `GOAL_SCALE_M`, at most 1) and bearing (cos, sin), and the bearing of the plan's
+    next waypoint (cos, sin); every entry in [-1, 1], so no part outweighs the rest."""
+    base = env.unwrapped
+    ranges = base.lidar() / base.cfg.observation.lidar_range_m
+    goal_m, goal_cos, goal_sin, _, waypoint_cos, waypoint_sin, _ = base.privileged_state()
+    goal = [min(goal_m / GOAL_SCALE_M, 1.0), goal_cos, goal_sin, waypoint_cos, waypoint_sin]
+    return np.concatenate([ranges, goal]).astype(np.float32)
+
+
 class MLPTeacher:
     """A PPO teacher's actor (state -> deterministic action), runnable in any process."""
 
@@ -52,14 +73,16 @@ class MLPTeacher:
 
 
 class ExpertLabel(gym.Wrapper):
-    """Adds `info["expert_action"]`: the teacher's action for the observation just returned."""
+    """Adds `info["expert_action"]`: the teacher's action for the observation just returned,
+    and with `auxiliary` on, `info["aux_target"]` (`auxiliary_target`) for the same state."""
 
     def __init__(self, env: gym.Env, teacher: str, mlp: MLPTeacher | None = None,
-                 spec: TeacherSpec | None = None):
+                 spec: TeacherSpec | None = None, auxiliary: bool = False):
         super().__init__(env)
         self.teacher = teacher
         self.mlp = mlp
         self.oracle = (spec or TeacherSpec()).build(env.unwrapped.continuous)
+        self.auxiliary = auxiliary
 
     def _label(self, info: dict):
         if self.teacher == "oracle":
@@ -69,16 +92,20 @@ class ExpertLabel(gym.Wrapper):
             return self.oracle.act(info, visible)
         return self.mlp(teacher_state(self.env))
 
+    def _annotate(self, info: dict) -> dict:
+        info["expert_action"] = self._label(info)
+        if self.auxiliary:
+            info["aux_target"] = auxiliary_target(self.env)
+        return info
+
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         self.oracle.reset(info)
-        info["expert_action"] = self._label(info)
-        return obs, info
+        return obs, self._annotate(info)
 
     def step(self, action):
         obs, reward, terminated, truncated, info = self.env.step(action)
-        info["expert_action"] = self._label(info)
-        return obs, reward, terminated, truncated, info
+        return obs, reward, terminated, truncated, self._annotate(info)
 
 
 def distillation_teacher(target: str | os.PathLike[str], preset: str = "default"
