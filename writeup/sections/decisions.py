@@ -240,9 +240,12 @@ def _d_student(doc: Doc, cmd: Commands) -> str:
                     if setting("teacher_keep_goal_in_view", False) else "")
     fov = degree_range(doc, CONFIG, "env", "randomization", "camera_fov_deg")
     lens = f"a camera field of view drawn from {fov}, " if fov else ""
+    aux_weight = setting("aux_weight", 0.0)
+    auxiliary = (f"an auxiliary head on the CNN features predicting the lidar ranges and the "
+                 f"goal's bearing (weight {aux_weight:g}), " if aux_weight else "")
     chosen = (f"this run: {lens}frame stack {stack}, {memory}, "
               f"{setting('teacher_search', 'left')} search while the goal is out of view, "
-              f"{keep_in_view}"
+              f"{keep_in_view}{auxiliary}"
               f"class-weighted loss {_weighting(setting)}, colour augmentation "
               f"{'on' if setting('augment_colour', False) else 'off'}, random shift "
               f"{setting('augment_shift_px', 0)} px.")
@@ -259,7 +262,8 @@ def _d_student(doc: Doc, cmd: Commands) -> str:
         "only until it has first seen the goal; a search that keeps the way the robot already "
         "rotates while the image shows no goal (`distill.teacher_search=continue`); an "
         "unweighted loss; shift augmentation only; a recurrent student "
-        "(`arch.lstm_hidden`, an LSTM over the CNN features trained on sequence windows).",
+        "(`arch.lstm_hidden`, an LSTM over the CNN features trained on sequence windows); no "
+        "auxiliary task (`distill.aux_weight=0`).",
         "a memoryless camera student can only copy what its images determine. Where the "
         "teacher drives on round an obstacle with the goal out of the image, the student turns "
         "in place instead; a wider lens leaves fewer such steps. A teacher that "
@@ -274,7 +278,10 @@ def _d_student(doc: Doc, cmd: Commands) -> str:
         "finding them while the red beacon stays the one red thing. Two stacked frames tell "
         "the student which way it was turning. An LSTM remembers further back; over training "
         "seeds it traded contact for success rather than removing the dithering (the README's "
-        "table of the recipe's routes gives its measured result).",
+        "table of the recipe's routes gives its measured result). An auxiliary task (predicting "
+        "from the image the lidar ranges and the goal's bearing the simulator knows) makes the "
+        "features encode how near the obstacles are; over training seeds it touched obstacles "
+        "in fewer episodes at the same success.",
         measured)
 
 
