@@ -44,15 +44,16 @@ def auxiliary_size(obs: ObservationConfig) -> int:
 
 
 def auxiliary_target(env) -> np.ndarray:
-    """What a student's auxiliary head learns to read from the camera (`distill.aux_weight`):
-    the lidar's ranges around the robot as fractions of its range, then the goal's distance
-    (over `GOAL_SCALE_M`, at most 1) and bearing (cos, sin), and the bearing of the plan's
-    next waypoint (cos, sin); every entry in [-1, 1], so no part outweighs the rest."""
-    base = env.unwrapped
-    ranges = base.lidar() / base.cfg.observation.lidar_range_m
-    goal_m, goal_cos, goal_sin, _, waypoint_cos, waypoint_sin, _ = base.privileged_state()
+    """What a student's auxiliary head learns to read from the camera (`distill.aux_weight`),
+    taken from the PPO teacher's state (`teacher_state`): the lidar's ranges around the robot
+    as fractions of its range, then the goal's distance (over `GOAL_SCALE_M`, at most 1) and
+    bearing (cos, sin), and the bearing of the plan's next waypoint (cos, sin); every entry in
+    [-1, 1], so no part outweighs the rest."""
+    state = teacher_state(env)
+    rays = env.unwrapped.cfg.observation.lidar_rays
+    goal_m, goal_cos, goal_sin, _, waypoint_cos, waypoint_sin, _ = state[rays:]
     goal = [min(goal_m / GOAL_SCALE_M, 1.0), goal_cos, goal_sin, waypoint_cos, waypoint_sin]
-    return np.concatenate([ranges, goal]).astype(np.float32)
+    return np.concatenate([state[:rays], goal]).astype(np.float32)
 
 
 class MLPTeacher:
