@@ -35,7 +35,7 @@ from policies.actions import Memory
 from policies.checkpoint import build_policy, is_recurrent, policy_actions, zero_state
 from policies.metadata import CheckpointMeta
 from training.config import TrainConfig, student_arch
-from training.experts import ExpertLabel, MLPTeacher, auxiliary_size, teacher_spec
+from training.experts import ExpertLabel, MLPTeacher, auxiliary_size, current_infos, teacher_spec
 from training.vec import make_vec_env, running
 
 
@@ -342,13 +342,13 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                                  action_dtype) if recurrent
                   else FrameBuffer(d.buffer_size, frame_shape, action_shape, action_dtype,
                                    auxiliary_size(cfg.env.observation) if auxiliary else 0))
-        # The auxiliary head lives only in training, with its own optimizer: checkpoints,
-        # export and deployment see the plain student, and a resumed run starts a fresh head.
-        aux_head = torch.nn.Linear(student.features_extractor.features_dim,
-                                   auxiliary_size(cfg.env.observation)).to(device) \
-            if auxiliary else None
-        aux_optimizer = torch.optim.Adam(aux_head.parameters(), lr=d.learning_rate) \
-            if auxiliary else None
+        optimizers = [optimizer]
+        if auxiliary:
+            # The head lives only in training, with its own optimizer: checkpoints, export and
+            # deployment see the plain student, and a resumed run starts a fresh head.
+            aux_head = torch.nn.Linear(student.features_extractor.features_dim,
+                                       auxiliary_size(cfg.env.observation)).to(device)
+            optimizers.append(torch.optim.Adam(aux_head.parameters(), lr=d.learning_rate))
         # Only for frames that are exactly RGB: depth and segmentation channels are not colours.
         obs_cfg = cfg.env.observation
         colour = obs_cfg.frame_channels if d.augment_colour and obs_cfg.image_channels == 3 else 0
@@ -385,7 +385,7 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                 starts = dones.astype(np.float32)
                 if memory is not None:
                     memory.record(actions, ended=dones)
-                now = [venv.reset_infos[i] if dones[i] else infos[i] for i in range(cfg.n_envs)]
+                now = current_infos(infos, dones, venv.reset_infos)
                 expert = np.array([info["expert_action"] for info in now])
                 if auxiliary:
                     aux = np.array([info["aux_target"] for info in now])
@@ -401,9 +401,9 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
             # what the student learned, so neighbouring checkpoints differ less.
             progress = hooks.progress(state.timesteps)
             frac = 1.0 - (1.0 - d.lr_final_fraction) * progress
-            for group in optimizer.param_groups + (aux_optimizer.param_groups if auxiliary
-                                                   else []):
-                group["lr"] = d.learning_rate * frac
+            for opt in optimizers:
+                for group in opt.param_groups:
+                    group["lr"] = d.learning_rate * frac
             losses, agreements, aux_losses = [], [], []
             labels = buffer.flat_actions() if recurrent else buffer.actions[:buffer.size]
             power = balance_power(cfg, progress)
@@ -434,14 +434,12 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                 else:
                     loss, agreement = imitation_loss(student, images, target, continuous,
                                                      weights)
-                optimizer.zero_grad()
-                if auxiliary:
-                    aux_optimizer.zero_grad()
+                for opt in optimizers:
+                    opt.zero_grad()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-                optimizer.step()
-                if auxiliary:
-                    aux_optimizer.step()
+                for opt in optimizers:
+                    opt.step()
                 losses.append(loss.item())
                 agreements.append(agreement)
             state.iteration += 1

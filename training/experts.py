@@ -73,6 +73,12 @@ class MLPTeacher:
         return np.clip(out, -1, 1).astype(np.float32) if self.continuous else int(out.argmax())
 
 
+def current_infos(infos: list[dict], dones, reset_infos: list[dict]) -> list[dict]:
+    """The info each env's current observation came with, from a vec env's step: after an
+    automatic reset, the reset's info (where `ExpertLabel` put the new episode's label)."""
+    return [reset_infos[i] if dones[i] else infos[i] for i in range(len(infos))]
+
+
 class ExpertLabel(gym.Wrapper):
     """Adds `info["expert_action"]`: the teacher's action for the observation just returned,
     and with `auxiliary` on, `info["aux_target"]` (`auxiliary_target`) for the same state."""

@@ -25,7 +25,7 @@ import rundir
 from training import ppo as ppo_mod
 from training.config import TrainConfig
 from training.distill import imitation_loss
-from training.experts import ExpertLabel, MLPTeacher, teacher_spec
+from training.experts import ExpertLabel, MLPTeacher, current_infos, teacher_spec
 from training.vec import make_vec_env, running
 
 
@@ -100,8 +100,7 @@ class TeacherCloning(BaseCallback):
     def _labels_after(self, infos, dones) -> np.ndarray:
         # SB3's image-transposing wrapper keeps reset infos of its own: read the workers'
         resets = self.training_env.unwrapped.reset_infos
-        return np.array([resets[i]["expert_action"] if dones[i] else infos[i]["expert_action"]
-                         for i in range(len(infos))])
+        return np.array([info["expert_action"] for info in current_infos(infos, dones, resets)])
 
     def _on_training_start(self) -> None:
         n = self.training_env.num_envs
