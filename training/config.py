@@ -224,7 +224,8 @@ class TrainConfig:
                               f"use one of {', '.join(ROLLOUT_DECISIONS)}")
         if not 0.0 <= self.distill.teacher_clearance_m <= 1.0:
             raise ConfigError(f"distill.teacher_clearance_m: {self.distill.teacher_clearance_m}"
-                              " is outside [0, 1] m; the presets keep 0.15 m")
+                              " is outside [0, 1] m; the presets' value is in"
+                              " training/configs/default.yaml")
         if self.vec_env not in ("subproc", "dummy"):
             raise ConfigError(f"vec_env: {self.vec_env!r}; use subproc or dummy")
         if self.device not in ("auto", "cpu", "cuda"):
