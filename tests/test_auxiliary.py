@@ -12,7 +12,14 @@ import torch
 from envs.config import ConfigError, EnvConfig
 from envs.nav_env import CameraNavEnv
 from training.config import load_config
-from training.distill import FrameBuffer, auxiliary_imitation_loss, imitation_loss, make_student
+from training.distill import (
+    FrameBuffer,
+    auxiliary_imitation_loss,
+    distribution_loss,
+    imitation_loss,
+    make_student,
+    near_weights,
+)
 from training.experts import GOAL_SCALE_M, ExpertLabel, auxiliary_size
 
 
@@ -82,3 +89,47 @@ def test_bad_auxiliary_settings_are_config_errors() -> None:
         load_config("tiny", ["distill.aux_weight=-1"])
     with pytest.raises(ConfigError, match="aux_weight: the auxiliary loss trains a feed-forward"):
         load_config("default", ["distill.aux_weight=1", "arch.lstm_hidden=16"])
+
+
+def test_near_frames_weigh_one_plus_near_weight_by_their_nearest_lidar_range() -> None:
+    rays, range_m = 4, 3.0
+    aux = np.ones((3, rays + 5), np.float32)
+    aux[0, 2] = 0.25 / range_m  # 0.25 m from an obstacle: near at 0.3 m
+    aux[1, :rays] = 0.35 / range_m  # 0.35 m all round: not near
+    weights = near_weights(aux, rays, range_m, near_range_m=0.3, near_weight=2.0)
+    assert weights.tolist() == pytest.approx([3.0, 1.0, 1.0])
+    # the goal entries after the lidar never count as ranges
+    aux[2, rays:] = 0.0
+    assert near_weights(aux, rays, range_m, 0.3, 2.0)[2].item() == 1.0
+
+
+def test_frame_weights_make_the_imitation_loss_a_weighted_mean_over_frames() -> None:
+    cfg = load_config("tiny", ["distill.aux_weight=1"])
+    student = make_student(cfg, torch.device("cpu"))
+    obs_shape = student.observation_space.shape
+    images = torch.randint(0, 256, (2, *obs_shape), dtype=torch.uint8).float()
+    labels = torch.tensor([0, 3])
+    dist = student.get_distribution(images)
+    per_frame = torch.nn.functional.cross_entropy(dist.distribution.logits, labels,
+                                                  reduction="none").tolist()
+    loss, _ = distribution_loss(dist, labels, False, frame_weights=torch.tensor([3.0, 1.0]))
+    assert loss.item() == pytest.approx((3 * per_frame[0] + per_frame[1]) / 4, rel=1e-5)
+    # with class weights too, each frame weighs its class weight times its frame weight
+    classes = torch.tensor([0.5, 1, 1, 2.0, 1])
+    loss, _ = distribution_loss(dist, labels, False, classes,
+                                frame_weights=torch.tensor([3.0, 1.0]))
+    expected = (1.5 * per_frame[0] + 2 * per_frame[1]) / 3.5
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    # equal frame weights are the plain loss
+    plain, _ = distribution_loss(dist, labels, False, classes)
+    even, _ = distribution_loss(dist, labels, False, classes, frame_weights=torch.ones(2))
+    assert even.item() == pytest.approx(plain.item(), rel=1e-6)
+
+
+def test_bad_near_weight_settings_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="near_weight: must be >= 0"):
+        load_config("tiny", ["distill.aux_weight=1", "distill.near_weight=-1"])
+    with pytest.raises(ConfigError, match="set distill.aux_weight > 0 too"):
+        load_config("tiny", ["distill.aux_weight=0", "distill.near_weight=2"])
+    with pytest.raises(ConfigError, match="near_range_m: 5.0 is outside"):
+        load_config("tiny", ["distill.aux_weight=1", "distill.near_range_m=5"])

@@ -125,6 +125,14 @@ class DistillConfig:
     shows (`training.experts.auxiliary_target`: lidar ranges, the goal's and the plan's next
     waypoint's bearing, the goal's distance), so the features have to encode how far the
     obstacles are and where the goal lies. Feed-forward students only."""
+    near_weight: float = 0.0
+    """Extra weight (0 = off) of the imitation loss on frames whose nearest obstacle or wall
+    is within `near_range_m` of the robot's edge (its lidar, read from the auxiliary target,
+    so `aux_weight` > 0): each such frame counts 1 + near_weight times. Those are the frames
+    where copying the teacher's label decides between passing an obstacle and touching it."""
+    near_range_m: float = 0.25
+    """Gap (m) between the robot's edge and its nearest obstacle or wall under which a frame
+    counts as near (`near_weight`)."""
     augment_shift_px: int = 4
     """Random-shift augmentation (pixels, 0 = off) for robustness to unseen appearance."""
     augment_colour: bool = True
@@ -284,6 +292,15 @@ class TrainConfig:
         if self.distill.aux_weight and self.arch.lstm_hidden:
             raise ConfigError("distill.aux_weight: the auxiliary loss trains a feed-forward "
                               "student; set arch.lstm_hidden=0 or distill.aux_weight=0")
+        if self.distill.near_weight < 0:
+            raise ConfigError("distill.near_weight: must be >= 0 (0 = every frame weighs the "
+                              f"same), got {self.distill.near_weight}")
+        if self.distill.near_weight and not self.distill.aux_weight:
+            raise ConfigError("distill.near_weight: the nearness of a frame is read from the "
+                              "auxiliary target's lidar; set distill.aux_weight > 0 too")
+        if not 0 < self.distill.near_range_m <= self.env.observation.lidar_range_m:
+            raise ConfigError(f"distill.near_range_m: {self.distill.near_range_m} is outside "
+                              f"(0, {self.env.observation.lidar_range_m}] m (the lidar's range)")
         if self.distill.augment_shift_px < 0:
             raise ConfigError("distill.augment_shift_px: must be >= 0")
         if self.time_budget_s < 0:

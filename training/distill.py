@@ -13,7 +13,9 @@ Read top to bottom:
    `distill.burn_in` frames of a window warming the state up without loss (truncated
    backpropagation through time with a burn-in). With `distill.aux_weight`, a linear head on
    the student's CNN features also learns the privileged state around the robot (lidar
-   ranges, the goal's bearing), an auxiliary task that only shapes the features.
+   ranges, the goal's bearing), an auxiliary task that only shapes the features; with
+   `distill.near_weight`, frames close to an obstacle (by that lidar) weigh more in the
+   imitation loss.
 4. Repeat; evaluate on the held-out split and checkpoint through the run's hooks.
 
 The student is an ordinary SB3 `ActorCriticCnnPolicy`, so it saves in the same checkpoint
@@ -213,6 +215,15 @@ def class_weights(actions: np.ndarray, n_actions: int, power: float = 0.5) -> to
     return torch.as_tensor(weights, dtype=torch.float32)
 
 
+def near_weights(aux: np.ndarray, rays: int, lidar_range_m: float, near_range_m: float,
+                 near_weight: float) -> torch.Tensor:
+    """(N,) per-frame weights of the imitation loss (`distill.near_weight`): 1 + near_weight
+    where the nearest of the frame's `rays` lidar ranges (the first entries of its auxiliary
+    target, as fractions of `lidar_range_m`) is under `near_range_m`, else 1."""
+    nearest_m = aux[:, :rays].min(axis=1) * lidar_range_m
+    return torch.as_tensor(1.0 + near_weight * (nearest_m < near_range_m), dtype=torch.float32)
+
+
 def imitation_loss(policy: ActorCriticPolicy, obs: torch.Tensor, expert: torch.Tensor,
                    continuous: bool, weights: torch.Tensor | None = None
                    ) -> tuple[torch.Tensor, float]:
@@ -222,14 +233,16 @@ def imitation_loss(policy: ActorCriticPolicy, obs: torch.Tensor, expert: torch.T
 
 def auxiliary_imitation_loss(policy: ActorCriticPolicy, head: torch.nn.Module,
                              obs: torch.Tensor, expert: torch.Tensor, aux_target: torch.Tensor,
-                             continuous: bool, weights: torch.Tensor | None = None
+                             continuous: bool, weights: torch.Tensor | None = None,
+                             frame_weights: torch.Tensor | None = None
                              ) -> tuple[torch.Tensor, float, torch.Tensor]:
     """`imitation_loss` and the auxiliary head's mean squared error on `aux_target`, from one
     pass of the CNN: the head reads the same features as the actor, so its gradient shapes
     them."""
     features = policy.extract_features(obs, policy.pi_features_extractor)
     dist = policy._get_action_dist_from_latent(policy.mlp_extractor.forward_actor(features))
-    loss, agreement = distribution_loss(dist, expert, continuous, weights)
+    loss, agreement = distribution_loss(dist, expert, continuous, weights,
+                                        frame_weights=frame_weights)
     return loss, agreement, F.mse_loss(head(features), aux_target)
 
 
@@ -244,7 +257,8 @@ def sequence_imitation_loss(policy: ActorCriticPolicy, obs: torch.Tensor, expert
 
 
 def distribution_loss(dist, expert: torch.Tensor, continuous: bool,
-                      weights: torch.Tensor | None = None, keep: torch.Tensor | None = None
+                      weights: torch.Tensor | None = None, keep: torch.Tensor | None = None,
+                      frame_weights: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, float]:
     """The loss to minimise and how close the student is to the teacher.
 
@@ -254,19 +268,33 @@ def distribution_loss(dist, expert: torch.Tensor, continuous: bool,
     the teacher's action under the policy's std with the mean held fixed, so the std settles at
     the residual's scale (what PPO fine-tuning then explores with, rather than SB3's initial
     std of 1 over a [-1, 1] box) without pulling on the mean; the closeness is the mean
-    absolute error of the mean action. `keep` (bool per row) selects the rows that count.
+    absolute error of the mean action. `keep` (bool per row) selects the rows that count;
+    `frame_weights` (per row, feed-forward only) make the loss a weighted mean over rows.
     """
+    if frame_weights is not None and keep is not None:
+        raise ValueError("frame_weights apply to feed-forward batches, which have no keep mask")
     if continuous:
         normal = dist.distribution
         mean, std = normal.mean, normal.stddev
         if keep is not None:
             mean, std, expert = mean[keep], std[keep], expert[keep]
-        nll = (0.5 * ((expert - mean.detach()) / std) ** 2 + std.log()).mean()
-        return F.mse_loss(mean, expert) + nll, float((mean.detach() - expert).abs().mean())
+        nll = 0.5 * ((expert - mean.detach()) / std) ** 2 + std.log()
+        if frame_weights is None:
+            loss = F.mse_loss(mean, expert) + nll.mean()
+        else:
+            per_row = ((mean - expert) ** 2 + nll).mean(dim=1)
+            loss = (per_row * frame_weights).sum() / frame_weights.sum()
+        return loss, float((mean.detach() - expert).abs().mean())
     logits = dist.distribution.logits
     if keep is not None:
         logits, expert = logits[keep], expert[keep]
-    loss = F.cross_entropy(logits, expert.long(), weight=weights)
+    if frame_weights is None:
+        loss = F.cross_entropy(logits, expert.long(), weight=weights)
+    else:
+        # as cross_entropy's own class weighting: a mean weighted by each row's weights
+        per_row = F.cross_entropy(logits, expert.long(), weight=weights, reduction="none")
+        row_weights = frame_weights if weights is None else frame_weights * weights[expert.long()]
+        loss = (per_row * frame_weights).sum() / row_weights.sum()
     return loss, float((logits.argmax(1) == expert.long()).float().mean())
 
 
@@ -404,7 +432,7 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
             for opt in optimizers:
                 for group in opt.param_groups:
                     group["lr"] = d.learning_rate * frac
-            losses, agreements, aux_losses = [], [], []
+            losses, agreements, aux_losses, near_shares = [], [], [], []
             labels = buffer.flat_actions() if recurrent else buffer.actions[:buffer.size]
             power = balance_power(cfg, progress)
             weights = None if continuous or not d.balance_actions else class_weights(
@@ -426,9 +454,15 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                         student, images, target, torch.as_tensor(batch_keep, device=device),
                         n_seq, continuous, weights)
                 elif auxiliary:
+                    frame_weights = near_weights(
+                        batch_aux, obs_cfg.lidar_rays, obs_cfg.lidar_range_m, d.near_range_m,
+                        d.near_weight).to(device) if d.near_weight else None
+                    if frame_weights is not None:
+                        near_shares.append(float((frame_weights > 1).float().mean()))
                     loss, agreement, aux_loss = auxiliary_imitation_loss(
                         student, aux_head, images, target,
-                        torch.as_tensor(batch_aux, device=device), continuous, weights)
+                        torch.as_tensor(batch_aux, device=device), continuous, weights,
+                        frame_weights)
                     aux_losses.append(aux_loss.item())
                     loss = loss + d.aux_weight * aux_loss
                 else:
@@ -457,5 +491,7 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                 scalars["distill/balance_power"] = power
             if aux_losses:
                 scalars["distill/aux_loss"] = float(np.mean(aux_losses))
+            if near_shares:
+                scalars["distill/near_share"] = float(np.mean(near_shares))
             hooks.on_iteration(student, optimizer, state, scalars)
     return student, optimizer, state
