@@ -180,7 +180,9 @@ def summarize(records: Sequence[Record], seed: int = 0) -> dict[str, Any]:
     their resamples pick the same episodes, which keeps the intervals comparable. With no valid
     episode every metric and bound is None rather than NaN, so ``json.dumps(...,
     allow_nan=False)`` works. ``failure_modes`` counts every failed record by
-    ``failures.failure_mode`` (``{mode: count}``, crashed episodes under ``error``). Records
+    ``failures.failure_mode`` (``{mode: count}``, crashed episodes under ``error``);
+    ``first_contact_in_recovery`` counts the episodes whose first contact came on a recovery
+    drive (`eval.rollout.run_episode`). Records
     labelled by a teacher add ``teacher`` (`agreement.summarize`).
     """
     valid = [r for r in records if "error" not in r]
@@ -191,6 +193,9 @@ def summarize(records: Sequence[Record], seed: int = 0) -> dict[str, Any]:
         out[name] = _json_float(mean)
         out[f"{name}_ci95"] = [_json_float(lo), _json_float(hi)]
     out["failure_modes"] = count_modes(records)
+    # where a contact starts on the drive that ends a spinning loop, the recovery is the culprit
+    out["first_contact_in_recovery"] = sum(bool(r.get("first_contact_in_recovery"))
+                                           for r in valid)
     teacher = agreement.summarize(valid)
     if teacher is not None:
         out["teacher"] = teacher

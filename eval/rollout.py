@@ -94,6 +94,12 @@ class PolicyAgent:
         action = self.loaded.predict(obs, self.deterministic)
         return action if self.loaded.continuous else int(action)
 
+    def recovering(self) -> bool:
+        """Whether the action `act` returns next is a recovery drive, the drive that ends a
+        loop of turns in place (`policies.actions.Memory.due`)."""
+        memory = self.loaded.memory
+        return memory is not None and bool(memory.due()[0])
+
 
 @dataclass
 class StepRecord:
@@ -132,7 +138,10 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
     The record carries the env's per-episode numbers, the episode's own ``spl`` and
     ``soft_spl`` (`metrics.episode_spl` / `episode_soft_spl`), the trajectory facts of
     `failures.TrajectoryFacts` and its ``failure_mode`` (None on success); with `agreement`,
-    also how closely the agent followed the teacher (`eval.agreement`).
+    also how closely the agent followed the teacher (`eval.agreement`). For an agent that says
+    when it drives a recovery (`PolicyAgent.recovering`), ``recovery_contact_steps`` counts the
+    steps in contact taken by a recovery drive and ``first_contact_in_recovery`` says whether
+    the episode's first contact came on one; both are 0 / False for other agents.
     """
     obs, info = env.reset(seed=seed, options=options)
     agent.reset(info)
@@ -147,7 +156,10 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
     facts = TrajectoryFacts(info["pose"], start_distance, in_view)
     if keep_frames:
         frames.append((camera_rgb(obs, base.cfg.observation), base.render()))
+    recovering = getattr(agent, "recovering", None)
+    recovery_contact, first_contact_in_recovery = 0, None
     while not done:
+        in_recovery = bool(recovering()) if recovering is not None else False
         action = agent.act(obs, info)
         if agreement is not None:
             agreement.observe(info, in_view, action)
@@ -156,6 +168,10 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
         done = terminated or truncated
         in_view = base.goal_in_view()
         facts.update(info["pose"], info["geodesic_distance"], info["collided"], in_view)
+        if info["collided"]:
+            recovery_contact += in_recovery
+            if first_contact_in_recovery is None:
+                first_contact_in_recovery = in_recovery
         steps.append(StepRecord(info["steps"], action, float(reward), info["distance"],
                                 info["success"], info["collided"], in_view))
         if keep_frames:
@@ -171,6 +187,8 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
         "collisions": int(info["collisions"]),
         "steps": int(info["steps"]),
         "return": float(total),
+        "recovery_contact_steps": recovery_contact,
+        "first_contact_in_recovery": bool(first_contact_in_recovery),
     }
     record["spl"] = metrics.episode_spl(record)
     record["soft_spl"] = metrics.episode_soft_spl(record)

@@ -247,3 +247,47 @@ def test_records_carry_facts_and_mode(rolled: list[dict]) -> None:
     for rec in random:
         assert rec["timed_out"] and rec["steps"] == 30
         assert rec["failure_mode"] in FAILURE_MODES
+
+
+class _ForwardInRecovery:
+    """Drives straight ahead, and says its drives from step `from_step` on are recovery
+    drives (as `PolicyAgent.recovering` does for the drive that ends a spinning loop)."""
+
+    def __init__(self, from_step: int):
+        self.from_step, self.t = from_step, 0
+
+    def reset(self, info: dict) -> None:
+        self.t = 0
+
+    def act(self, obs, info: dict) -> int:
+        self.t += 1
+        return 0
+
+    def recovering(self) -> bool:
+        return self.t >= self.from_step
+
+
+def test_records_count_the_contact_that_recovery_drives_take() -> None:
+    env = make_eval_env(EnvConfig(split="heldout", max_steps=120,
+                                  observation=ObservationConfig(width=SIZE, height=SIZE)), False)
+    try:
+        # find an episode whose straight drive ends against something
+        seed = next(episode_seed(2, k) for k in range(20)
+                    if run_episode(env, _ForwardInRecovery(10**6), episode_seed(2, k),
+                                   k).record["collisions"] > 0)
+        plain = run_episode(env, _ForwardInRecovery(10**6), seed, 0).record
+        first = plain["steps"] - plain["collisions"]  # a pinned robot stays in contact
+        assert plain["recovery_contact_steps"] == 0 and not plain["first_contact_in_recovery"]
+        every = run_episode(env, _ForwardInRecovery(0), seed, 0).record
+        assert every["recovery_contact_steps"] == every["collisions"] == plain["collisions"]
+        assert every["first_contact_in_recovery"]
+        # recovery only after the first contact: later contact counts, the first does not
+        late = run_episode(env, _ForwardInRecovery(first + 2), seed, 0).record
+        assert not late["first_contact_in_recovery"]
+        assert 0 < late["recovery_contact_steps"] < late["collisions"]
+        oracle = run_episode(env, OracleAgent(False), seed, 0).record  # says nothing of recovery
+        assert oracle["recovery_contact_steps"] == 0 and not oracle["first_contact_in_recovery"]
+    finally:
+        env.close()
+    summary = metrics.summarize([every, late, plain])
+    assert summary["first_contact_in_recovery"] == 1
