@@ -193,7 +193,7 @@ def summarize(records: Sequence[Record], seed: int = 0) -> dict[str, Any]:
         out[name] = _json_float(mean)
         out[f"{name}_ci95"] = [_json_float(lo), _json_float(hi)]
     out["failure_modes"] = count_modes(records)
-    # where a contact starts on the drive that ends a spinning loop, the recovery is the culprit
+    # tells the contact the decision rule's recovery drives start from the student's own
     out["first_contact_in_recovery"] = sum(bool(r.get("first_contact_in_recovery"))
                                            for r in valid)
     teacher = agreement.summarize(valid)
