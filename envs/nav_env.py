@@ -365,6 +365,18 @@ class CameraNavEnv(gym.Env):
         hits = self._client.rayTestBatch(start.tolist(), end.tolist())
         return np.array([h[2] * obs.lidar_range_m for h in hits], dtype=np.float32)
 
+    def contact_bearing_deg(self) -> float | None:
+        """Where the robot touches a wall or obstacle now: the bearing (degrees, counter-
+        clockwise from its heading, in [-180, 180)) of its deepest contact point; None when it
+        touches nothing. `step` never calls it; evaluation asks at an episode's first contact."""
+        points = p.getContactPoints(bodyA=self.bodies.robot, physicsClientId=self._cid)
+        if not points:
+            return None
+        deepest = min(points, key=lambda point: point[8])  # contactDistance: most negative
+        x, y, _ = deepest[5]  # positionOnA, on the robot's body
+        bearing = math.degrees(math.atan2(y - self._y, x - self._x) - self._heading)
+        return (bearing + 180.0) % 360.0 - 180.0
+
     def goal_in_view(self) -> bool:
         """Whether the goal beacon shows in the camera image now (geometry, no rendering).
 

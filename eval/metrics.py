@@ -171,6 +171,25 @@ def _json_float(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
+CONTACT_SIDES_DEG = {"ahead": 45.0, "beside": 90.0, "behind": 180.0}
+"""Where an episode's first contact was, by its bearing off the robot's heading (at most this
+many degrees either way, first match): ahead, where the camera looks; beside; behind."""
+
+
+def contact_sides(records: Sequence[Record]) -> dict[str, int]:
+    """``{side: episodes}``: the episodes whose first contact was on each side of the robot
+    (`CONTACT_SIDES_DEG`, from ``first_contact_bearing_deg``); episodes without contact, or
+    from before the bearing was recorded, count nowhere."""
+    counts = dict.fromkeys(CONTACT_SIDES_DEG, 0)
+    for record in records:
+        bearing = record.get("first_contact_bearing_deg")
+        if bearing is not None:
+            side = next(name for name, limit in CONTACT_SIDES_DEG.items()
+                        if abs(bearing) <= limit)
+            counts[side] += 1
+    return counts
+
+
 def summarize(records: Sequence[Record], seed: int = 0) -> dict[str, Any]:
     """Aggregate episode records into one JSON-ready dict.
 
@@ -182,7 +201,8 @@ def summarize(records: Sequence[Record], seed: int = 0) -> dict[str, Any]:
     allow_nan=False)`` works. ``failure_modes`` counts every failed record by
     ``failures.failure_mode`` (``{mode: count}``, crashed episodes under ``error``);
     ``first_contact_in_recovery`` counts the episodes whose first contact came on a recovery
-    drive (`eval.rollout.run_episode`). Records
+    drive (`eval.rollout.run_episode`), and ``first_contact_sides`` where on the robot it was
+    (`contact_sides`). Records
     labelled by a teacher add ``teacher`` (`agreement.summarize`).
     """
     valid = [r for r in records if "error" not in r]
@@ -196,6 +216,7 @@ def summarize(records: Sequence[Record], seed: int = 0) -> dict[str, Any]:
     # tells the contact the decision rule's recovery drives start from the student's own
     out["first_contact_in_recovery"] = sum(bool(r.get("first_contact_in_recovery"))
                                            for r in valid)
+    out["first_contact_sides"] = contact_sides(valid)
     teacher = agreement.summarize(valid)
     if teacher is not None:
         out["teacher"] = teacher

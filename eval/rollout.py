@@ -142,6 +142,8 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
     when it drives a recovery (`PolicyAgent.recovering`), ``recovery_contact_steps`` counts the
     steps in contact taken by a recovery drive and ``first_contact_in_recovery`` says whether
     the episode's first contact came on one; both are 0 / False for other agents.
+    ``first_contact_bearing_deg`` says where on the robot that first contact was
+    (`NavEnv.contact_bearing_deg`; None in an episode without contact).
     """
     obs, info = env.reset(seed=seed, options=options)
     agent.reset(info)
@@ -157,7 +159,7 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
     if keep_frames:
         frames.append((camera_rgb(obs, base.cfg.observation), base.render()))
     recovering = getattr(agent, "recovering", None)
-    recovery_contact, first_contact_in_recovery = 0, None
+    recovery_contact, first_contact_in_recovery, first_contact_bearing = 0, None, None
     while not done:
         in_recovery = bool(recovering()) if recovering is not None else False
         action = agent.act(obs, info)
@@ -172,6 +174,7 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
             recovery_contact += in_recovery
             if first_contact_in_recovery is None:
                 first_contact_in_recovery = in_recovery
+                first_contact_bearing = base.contact_bearing_deg()
         steps.append(StepRecord(info["steps"], action, float(reward), info["distance"],
                                 info["success"], info["collided"], in_view))
         if keep_frames:
@@ -189,6 +192,7 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
         "return": float(total),
         "recovery_contact_steps": recovery_contact,
         "first_contact_in_recovery": bool(first_contact_in_recovery),
+        "first_contact_bearing_deg": first_contact_bearing,
     }
     record["spl"] = metrics.episode_spl(record)
     record["soft_spl"] = metrics.episode_soft_spl(record)

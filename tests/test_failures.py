@@ -291,3 +291,32 @@ def test_records_count_the_contact_that_recovery_drives_take() -> None:
         env.close()
     summary = metrics.summarize([every, late, plain])
     assert summary["first_contact_in_recovery"] == 1
+    # where the first contact was: recorded once, the same for the same drive
+    assert plain["first_contact_bearing_deg"] == every["first_contact_bearing_deg"]
+    assert -180.0 <= plain["first_contact_bearing_deg"] < 180.0
+    assert sum(summary["first_contact_sides"].values()) == 3
+
+
+def test_the_contact_bearing_is_where_the_robot_touches_the_wall() -> None:
+    """A robot set against the arena's east wall touches it ahead, to its right, behind or
+    to its left as it faces east, north, west or south."""
+    env = make_eval_env(EnvConfig(observation=ObservationConfig(width=SIZE, height=SIZE)), True)
+    base = env.unwrapped
+    try:
+        env.reset(seed=0)
+        assert base.contact_bearing_deg() is None
+        against_wall = base.cfg.arena_half_size_m - 0.98 * base.cfg.robot_radius_m
+        for yaw, bearing in ((0.0, 0.0), (math.pi / 2, -90.0), (math.pi, -180.0),
+                             (-math.pi / 2, 90.0)):
+            base._set_pose(against_wall, 0.0, yaw)
+            assert env.step(np.zeros(2, np.float32))[4]["collided"]
+            assert base.contact_bearing_deg() == pytest.approx(bearing, abs=1e-6)
+    finally:
+        env.close()
+
+
+def test_first_contacts_are_counted_by_the_side_they_were_on() -> None:
+    bearings = [0.0, -45.0, 45.5, -90.0, 90.5, -179.0, None]
+    records = [{"first_contact_bearing_deg": b} for b in bearings] + [{}]
+    assert metrics.contact_sides(records) == {"ahead": 2, "beside": 2, "behind": 2}
+    assert metrics.contact_sides([]) == {"ahead": 0, "beside": 0, "behind": 0}
