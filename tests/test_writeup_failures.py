@@ -30,6 +30,10 @@ def _summary(modes: dict[str, int] | None = MODES, seed: int = 1) -> dict[str, A
               "contact_episode_rate": 0.01, "contact_episode_rate_ci95": [0.0, 0.025],
               "collisions_per_episode": 0.18, "collisions_per_episode_ci95": [0.02, 0.4]}
     if modes is not None:
+        policy.update(first_contact_sides={"ahead": 9, "beside": 17, "behind": 1},
+                      first_contact_in_recovery=8)
+        oracle.update(first_contact_sides={"ahead": 0, "beside": 2, "behind": 0},
+                      first_contact_in_recovery=0)
         policy["failure_modes"] = dict(modes)
         oracle["failure_modes"] = {**dict.fromkeys(modes, 0), "approached_timed_out": 1}
     return {"policy": policy, "oracle": oracle, "policies": ["policy", "oracle"],
@@ -88,6 +92,8 @@ def test_counts_and_intervals_come_from_the_summary(tmp_path: Path) -> None:
     assert "| episodes scored |  | 200 | 200 |" in text
     assert "| policy | 0.78 [0.72, 0.84] | 0.14 [0.09, 0.19] | 8.04 [5.10, 11.30] |" in text
     assert "| oracle | 0.99 [0.97, 1.00] | 0.01 [0.00, 0.03] |" in text
+    assert "| policy | ahead | beside | behind | on a recovery drive |" in text
+    assert "| policy | 9 | 17 | 1 | 8 |" in text and "| oracle | 0 | 2 | 0 | 0 |" in text
     keys = numbers(data)
     assert keys["eval_heldout/summary.json:policy.failure_modes.turning_in_place"] == 17
     assert keys["eval_heldout/summary.json:oracle.failure_modes.approached_timed_out"] == 1
@@ -102,6 +108,7 @@ def test_missing_or_older_inputs_name_the_command(tmp_path: Path) -> None:
     text = section(render_markdown(collect(old, tmp_path / "no_bench")))
     assert "written before evaluation classified failures" in text
     assert "The summary predates these metrics" in text
+    assert "first touched something" not in text
     assert f"Run `embodied eval {old}` to fill this table." in text
     assert f"`embodied video {old} --failures 5 --seed 3`" in text
     bare = tmp_path / "bare"

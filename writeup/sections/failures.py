@@ -65,7 +65,29 @@ def _clean(doc: Doc, cmd: Commands, names: list[str]) -> str:
             "that touched an obstacle or wall at all (95 % bootstrap intervals).")
     if all(doc.value(HELDOUT, n, "collision_free_success") is None for n in names):
         return join(text, "The summary predates these metrics. " + fill(cmd.eval()))
-    return join(text, table(["policy", *(label for _, label in CLEAN_COLUMNS)], rows))
+    return join(text, table(["policy", *(label for _, label in CLEAN_COLUMNS)], rows),
+                _contact_sides(doc, names))
+
+
+def _contact_sides(doc: Doc, names: list[str]) -> str:
+    """Where each policy's episodes with contact first touched something (none for a summary
+    written before evaluation recorded it)."""
+    names = [n for n in names if isinstance(doc.value(HELDOUT, n, "first_contact_sides"), dict)]
+    if not names:
+        return ""
+    sides: list[str] = []
+    for name in names:
+        sides += [s for s in doc.keys(HELDOUT, name, "first_contact_sides") if s not in sides]
+    rows = [[name, *(doc.num(HELDOUT, name, "first_contact_sides", side, kind="int")
+                     for side in sides),
+             doc.num(HELDOUT, name, "first_contact_in_recovery", kind="int")]
+            for name in names]
+    return join("Where the episodes with contact first touched something, by the bearing of "
+                "that contact off the robot's heading (sides as `CONTACT_SIDES_DEG` in "
+                "`eval/metrics.py` draws them: ahead is where the camera looks), and how many "
+                "first touched on a recovery drive, the drive that ends a loop of turns in "
+                "place (`policies/actions.py`):",
+                table(["policy", *sides, "on a recovery drive"], rows))
 
 
 def _teacher(doc: Doc, cmd: Commands) -> str:
