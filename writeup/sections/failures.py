@@ -42,10 +42,16 @@ def failures(doc: Doc, cmd: Commands) -> str:
         _strips(doc, cmd))
 
 
-def _modes(doc: Doc, cmd: Commands, names: list[str]) -> str:
-    modes: list[str] = []
+def _keys_of_all(doc: Doc, names: list[str], field: str) -> list[str]:
+    """The keys of each policy's `field` dict in the summary, in first-seen order."""
+    keys: list[str] = []
     for name in names:
-        modes += [m for m in doc.keys(HELDOUT, name, "failure_modes") if m not in modes]
+        keys += [k for k in doc.keys(HELDOUT, name, field) if k not in keys]
+    return keys
+
+
+def _modes(doc: Doc, cmd: Commands, names: list[str]) -> str:
+    modes = _keys_of_all(doc, names, "failure_modes")
     if not modes:
         return ("The summary holds no failure modes (it was written before evaluation "
                 f"classified failures). {fill(cmd.eval())}")
@@ -75,9 +81,7 @@ def _contact_sides(doc: Doc, names: list[str]) -> str:
     names = [n for n in names if isinstance(doc.value(HELDOUT, n, "first_contact_sides"), dict)]
     if not names:
         return ""
-    sides: list[str] = []
-    for name in names:
-        sides += [s for s in doc.keys(HELDOUT, name, "first_contact_sides") if s not in sides]
+    sides = _keys_of_all(doc, names, "first_contact_sides")
     rows = [[name, *(doc.num(HELDOUT, name, "first_contact_sides", side, kind="int")
                      for side in sides),
              doc.num(HELDOUT, name, "first_contact_in_recovery", kind="int")]
