@@ -34,11 +34,15 @@ away from the goal counts as pinned, not as a search failure):
    for ``PINNED_STREAK_STEPS`` steps in a row.
 4. ``never_saw_goal``: the goal never showed in the camera image.
 5. ``approached_timed_out``: got within ``APPROACH_DISTANCE_M`` of the goal, then timed out.
-6. ``turning_in_place``: never committed to a direction: turned in place on at least
-   ``TURNING_FRACTION`` of its steps, or drove less than ``HARDLY_MOVED_M_PER_STEP`` per step
-   on average (alternating left and right turns cancel out below ``TURN_MIN_RAD`` per step,
-   so a dithering robot shows up by the distance it failed to drive).
-7. ``other``: saw the goal, kept mostly clear of obstacles, drove, and never got close.
+6. ``turning_in_place``: never committed to a direction: turned in place, or drove only the
+   recovery drives that the decision rule forces after a revolution of turns
+   (``recovery_steps``, `policies.actions`), on at least ``TURNING_FRACTION`` of its steps;
+   or drove less than ``HARDLY_MOVED_M_PER_STEP`` per step on average (alternating left and
+   right turns cancel out below ``TURN_MIN_RAD`` per step, so a dithering robot shows up by
+   the distance it failed to drive). A recovery drive ends a spin; it is not the policy
+   choosing a way, so a robot that spins, is driven out, and spins again counts here.
+7. ``other``: saw the goal, kept mostly clear of obstacles, drove its own way, and never got
+   close.
 
 Successes have no mode (None). A failed record written without the facts (before they
 existed) is ``unclassified``.
@@ -168,8 +172,9 @@ class TrajectoryFacts:
 def failure_mode(record: Mapping[str, Any]) -> str | None:
     """The failure mode of one episode record (rules in the module docstring); None on success.
 
-    Pure: reads ``error``, ``success``, ``steps``, ``collisions``, ``path_length`` and the
-    trajectory facts.
+    Pure: reads ``error``, ``success``, ``steps``, ``collisions``, ``path_length``,
+    ``recovery_steps`` (0 when absent: a record of an agent without recovery drives, or
+    written before they were counted) and the trajectory facts.
     """
     if "error" in record:
         return "error"
@@ -187,7 +192,8 @@ def failure_mode(record: Mapping[str, Any]) -> str | None:
         return "never_saw_goal"
     if record["min_distance"] <= APPROACH_DISTANCE_M:
         return "approached_timed_out"
-    if (record["turn_in_place_steps"] >= TURNING_FRACTION * steps
+    spinning = record["turn_in_place_steps"] + int(record.get("recovery_steps", 0))
+    if (spinning >= TURNING_FRACTION * steps
             or record["path_length"] < HARDLY_MOVED_M_PER_STEP * steps):
         return "turning_in_place"
     return "other"

@@ -139,9 +139,10 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
     ``soft_spl`` (`metrics.episode_spl` / `episode_soft_spl`), the trajectory facts of
     `failures.TrajectoryFacts` and its ``failure_mode`` (None on success); with `agreement`,
     also how closely the agent followed the teacher (`eval.agreement`). For an agent that says
-    when it drives a recovery (`PolicyAgent.recovering`), ``recovery_contact_steps`` counts the
-    steps in contact taken by a recovery drive and ``first_contact_in_recovery`` says whether
-    the episode's first contact came on one; both are 0 / False for other agents.
+    when it drives a recovery (`PolicyAgent.recovering`), ``recovery_steps`` counts the steps
+    taken by a recovery drive, ``recovery_contact_steps`` those of them in contact, and
+    ``first_contact_in_recovery`` says whether the episode's first contact came on one; all
+    are 0 / False for other agents.
     ``first_contact_bearing_deg`` says where on the robot that first contact was
     (`NavEnv.contact_bearing_deg`; None in an episode without contact).
     """
@@ -159,9 +160,11 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
     if keep_frames:
         frames.append((camera_rgb(obs, base.cfg.observation), base.render()))
     recovering = getattr(agent, "recovering", None)
-    recovery_contact, first_contact_in_recovery, first_contact_bearing = 0, None, None
+    recovery_steps, recovery_contact = 0, 0
+    first_contact_in_recovery, first_contact_bearing = None, None
     while not done:
         in_recovery = bool(recovering()) if recovering is not None else False
+        recovery_steps += in_recovery
         action = agent.act(obs, info)
         if agreement is not None:
             agreement.observe(info, in_view, action)
@@ -190,6 +193,7 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
         "collisions": int(info["collisions"]),
         "steps": int(info["steps"]),
         "return": float(total),
+        "recovery_steps": recovery_steps,
         "recovery_contact_steps": recovery_contact,
         "first_contact_in_recovery": bool(first_contact_in_recovery),
         "first_contact_bearing_deg": first_contact_bearing,

@@ -87,6 +87,10 @@ def test_approach_and_turning_thresholds_at_their_boundaries() -> None:
     assert failure_mode(failed(turn_in_place_steps=50, path_length=0.05)) == "turning_in_place"
     assert failure_mode(failed(path_length=least - 0.01)) == "turning_in_place"
     assert failure_mode(failed(path_length=least)) == "other"
+    # spinning broken by the rule's recovery drives: those drives are not a way chosen
+    assert failure_mode(failed(turn_in_place_steps=half - 30, recovery_steps=30)) == \
+        "turning_in_place"
+    assert failure_mode(failed(turn_in_place_steps=half - 30, recovery_steps=29)) == "other"
 
 
 def test_rule_order() -> None:
@@ -278,15 +282,19 @@ def test_records_count_the_contact_that_recovery_drives_take() -> None:
         plain = run_episode(env, _ForwardInRecovery(10**6), seed, 0).record
         first = plain["steps"] - plain["collisions"]  # a pinned robot stays in contact
         assert plain["recovery_contact_steps"] == 0 and not plain["first_contact_in_recovery"]
+        assert plain["recovery_steps"] == 0
         every = run_episode(env, _ForwardInRecovery(0), seed, 0).record
         assert every["recovery_contact_steps"] == every["collisions"] == plain["collisions"]
-        assert every["first_contact_in_recovery"]
+        assert every["first_contact_in_recovery"] and every["recovery_steps"] == every["steps"]
         # recovery only after the first contact: later contact counts, the first does not
         late = run_episode(env, _ForwardInRecovery(first + 2), seed, 0).record
         assert not late["first_contact_in_recovery"]
         assert 0 < late["recovery_contact_steps"] < late["collisions"]
+        # the agent is asked before each action: steps first + 2 onwards are recovery drives
+        assert late["recovery_steps"] == late["steps"] - (first + 2)
         oracle = run_episode(env, OracleAgent(False), seed, 0).record  # says nothing of recovery
         assert oracle["recovery_contact_steps"] == 0 and not oracle["first_contact_in_recovery"]
+        assert oracle["recovery_steps"] == 0
     finally:
         env.close()
     summary = metrics.summarize([every, late, plain])

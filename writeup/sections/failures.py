@@ -13,8 +13,9 @@ MODE_MEANINGS: dict[str, str] = {
     "stuck_in_contact": "in contact for most of its steps, or pinned for a long unbroken run",
     "never_saw_goal": "the beacon never showed in the camera image",
     "approached_timed_out": "came close to the beacon, then ran out of steps",
-    "turning_in_place": "never committed to a direction: turned in place, or hardly moved",
-    "other": "saw the beacon, kept clear, drove, never came close",
+    "turning_in_place": "never committed to a direction: turned in place or drove only the "
+                        "recovery drives that end a spin, or hardly moved",
+    "other": "saw the beacon, kept clear, drove its own way, never came close",
     "unclassified": "recorded before episodes were classified",
 }
 """What each mode of `eval/failures.py` means, in words (its thresholds live there)."""
