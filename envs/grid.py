@@ -58,6 +58,17 @@ class Grid:
         return np.array([-self.half_size_m + (j + 0.5) * r, -self.half_size_m + (i + 0.5) * r])
 
 
+def wrap_angle(rad: float) -> float:
+    """The same angle in [-pi, pi)."""
+    return (rad + math.pi) % (2 * math.pi) - math.pi
+
+
+def heading_error(pose: np.ndarray, target_xy: np.ndarray) -> float:
+    """Signed angle (rad, in [-pi, pi]) from the robot's heading to the target."""
+    d = target_xy - pose[:2]
+    return wrap_angle(math.atan2(d[1], d[0]) - pose[2])
+
+
 def footprint_clearance(obstacles: list[Obstacle], points: np.ndarray) -> np.ndarray:
     """Distance (m) from each point (N, 2) to the nearest obstacle surface (negative inside)."""
     best = np.full(len(points), np.inf)

@@ -14,7 +14,7 @@ from gymnasium import spaces
 from pybullet_utils import bullet_client
 
 from envs.config import EnvConfig, from_dict
-from envs.grid import geodesic_distance, next_waypoint
+from envs.grid import geodesic_distance, heading_error, next_waypoint
 from envs.imaging import ImageNoise, draw_topdown_marks
 from envs.quiet import quiet_stdout as _quiet_stdout
 from envs.randomize import SceneParams, sample_scene
@@ -374,8 +374,8 @@ class CameraNavEnv(gym.Env):
             return None
         deepest = min(points, key=lambda point: point[8])  # contactDistance: most negative
         x, y, _ = deepest[5]  # positionOnA, on the robot's body
-        bearing = math.degrees(math.atan2(y - self._y, x - self._x) - self._heading)
-        return (bearing + 180.0) % 360.0 - 180.0
+        pose = np.array([self._x, self._y, self._heading])
+        return math.degrees(heading_error(pose, np.array([x, y])))
 
     def goal_in_view(self) -> bool:
         """Whether the goal beacon shows in the camera image now (geometry, no rendering).

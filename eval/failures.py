@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from policies.oracle import wrap_angle
+from envs.grid import wrap_angle
 
 FAILURE_MODES: tuple[str, ...] = (
     "error",

@@ -12,19 +12,14 @@ import math
 
 import numpy as np
 
-from envs.grid import Grid, clearance_cost, distance_field, next_waypoint
-
-
-def wrap_angle(rad: float) -> float:
-    """The same angle in [-pi, pi)."""
-    return (rad + math.pi) % (2 * math.pi) - math.pi
-
-
-def heading_error(pose: np.ndarray, target_xy: np.ndarray) -> float:
-    """Signed angle (rad, in [-pi, pi]) from the robot's heading to the target."""
-    d = target_xy - pose[:2]
-    return wrap_angle(math.atan2(d[1], d[0]) - pose[2])
-
+from envs.grid import (
+    Grid,
+    clearance_cost,
+    distance_field,
+    heading_error,
+    next_waypoint,
+    wrap_angle,
+)
 
 TURN_IN_PLACE_RAD = 0.7
 """Heading error (rad) beyond which the discrete oracle turns in place rather than driving."""
