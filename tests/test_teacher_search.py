@@ -158,3 +158,18 @@ def test_keep_goal_in_view_needs_the_visibility_and_reaches_the_config() -> None
     assert spec.keep_goal_in_view and spec.as_dict()["keep_goal_in_view"] is True
     assert spec.build(continuous=False).keep_goal_in_view
     assert not teacher_spec(load_config("default").distill).keep_goal_in_view
+
+
+def test_keep_goal_in_view_keeps_the_plans_clearance() -> None:
+    # 0.9 m short of the wall's end: the headings in the cone that gain run past the wall's
+    # end inside the 0.15 m margin the plan keeps, so the teacher turns as the plan does...
+    near = _walled(-1.2, robot_x=-0.6)
+    teacher = Oracle(camera_aware=True, keep_goal_in_view=True, clearance_m=0.15)
+    teacher.reset(near)
+    assert teacher.act(near, True) == 4
+    # ...where a teacher planning with no margin cuts past it, goal in view
+    assert _keep_label(near, keep=True, visible=True) == 2
+    # farther back, a heading in the cone clears the margin: forward-right, goal in view
+    far = _walled(-1.2)
+    teacher.reset(far)
+    assert teacher.act(far, True) == 2

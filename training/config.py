@@ -83,8 +83,9 @@ class DistillConfig:
     direction the robot is already rotating, else the plan's)."""
     teacher_keep_goal_in_view: bool = False
     """While the image shows the goal and the oracle teacher's plan would turn it out of view,
-    steer along a heading that keeps the goal in view and still gains on the plan's distance,
-    where one exists (`policies.oracle.Oracle`, keep_goal_in_view)."""
+    steer along a heading that keeps the goal in view, still gains on the plan's distance and
+    keeps the plan's clearance, where one exists (`policies.oracle.Oracle`,
+    keep_goal_in_view)."""
     rollout_decision: str = "argmax"
     """How a discrete student picks its own actions while it drives DAgger's rollouts: argmax
     (its likeliest action), or drive_or_turn (`policies.actions.decide`, as evaluation and
