@@ -204,8 +204,8 @@ class Oracle:
     def _heading_in_view(self, pose: np.ndarray, goal: np.ndarray) -> float | None:
         """The heading within the view cone around the goal whose point `lookahead_m` ahead
         lies lowest on the distance field, over free cells outside the plan's clearance margin
-        all the way; None when none gains
-        `IN_VIEW_PROGRESS` of the lookahead on where the robot stands."""
+        all the way; None when none gains `IN_VIEW_PROGRESS` of the lookahead on where the
+        robot stands."""
         grid, field = self.grid, self.field
         here = field[grid.cell(pose[:2])]
         if not np.isfinite(here):

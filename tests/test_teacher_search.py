@@ -161,7 +161,7 @@ def test_keep_goal_in_view_needs_the_visibility_and_reaches_the_config() -> None
 
 
 def test_keep_goal_in_view_keeps_the_plans_clearance() -> None:
-    # 0.9 m short of the wall's end: the headings in the cone that gain run past the wall's
+    # 0.5 m in front of the wall: the headings in the cone that gain run past the wall's
     # end inside the 0.15 m margin the plan keeps, so the teacher turns as the plan does...
     near = _walled(-1.2, robot_x=-0.6)
     teacher = Oracle(camera_aware=True, keep_goal_in_view=True, clearance_m=0.15)
