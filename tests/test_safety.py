@@ -3,6 +3,7 @@ resuming from a corrupt or hostile checkpoint, malformed YAML."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import shutil
@@ -304,6 +305,32 @@ def test_a_malformed_preset_is_one_line(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(ConfigError) as info:
         load_config("broken")
     assert "\n" not in str(info.value) and "broken.yaml, line 3" in str(info.value)
+
+
+def test_a_preset_that_extends_another_states_only_what_it_changes(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("extends: default\ndistill:\n  aux_weight: 0.5\n")
+    (tmp_path / "mine.yaml").write_text("extends: base.yaml\nseed: 3\n")
+    default = load_config("default")
+    mine = load_config(str(tmp_path / "mine.yaml"), ["distill.buffer_size=1000"])
+    # the distill section merges key by key: default's other distill settings survive
+    assert mine == dataclasses.replace(
+        default, seed=3, distill=dataclasses.replace(default.distill, aux_weight=0.5,
+                                                     buffer_size=1000))
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("extends: nowhere\n", "`extends: nowhere`: unknown config 'nowhere'; presets: "),
+    ("extends: [default]\n", "`extends` must name a preset or a .yaml file"),
+    ("extends: mine.yaml\n", "goes round in a circle (mine.yaml -> mine.yaml)"),
+])
+def test_a_bad_extends_is_one_line_naming_the_file(tmp_path: Path, capsys, text: str,
+                                                   expected: str) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    assert run_cli("train", "--config", str(path), "--run-dir", str(tmp_path / "r")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(path) in err[0] and expected in err[0], err
+    assert not (tmp_path / "r").exists()
 
 
 def test_a_malformed_saved_config_is_named_on_resume(tiny_run: Path, tmp_path: Path,

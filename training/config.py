@@ -367,17 +367,62 @@ def find_config(name_or_path: str) -> Path:
     return preset
 
 
+EXTENDS_KEY = "extends"
+"""A preset's key naming the preset (or YAML path, relative to its own folder) it starts
+from: its own settings are laid over that one's, section by section, so a variant states only
+what it changes."""
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`over` laid on `base`: sections merge key by key, any other value replaces."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _find_base(name: Any, child: Path) -> Path:
+    """The file an `extends:` value in `child` names: a preset, or a path from its folder."""
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{child}: `{EXTENDS_KEY}` must name a preset or a .yaml file, got "
+                          f"{name!r}")
+    beside = child.parent / name
+    if beside.suffix in (".yaml", ".yml") and beside.is_file():
+        return beside
+    try:
+        return find_config(name)
+    except ConfigError as err:
+        raise ConfigError(f"{child}: `{EXTENDS_KEY}: {name}`: {err}") from None
+
+
+def read_preset(path: Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A preset file's settings with the chain of presets it `extends` resolved into them."""
+    chain = (*_chain, path.resolve())
+    data = read_yaml(path) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of `key: value` settings")
+    if EXTENDS_KEY not in data:
+        return data
+    data = dict(data)
+    base_path = _find_base(data.pop(EXTENDS_KEY), path)
+    if base_path.resolve() in chain:
+        loop = " -> ".join(p.name for p in (*chain, base_path))
+        raise ConfigError(f"{path}: `{EXTENDS_KEY}` goes round in a circle ({loop}); make one "
+                          "of them a full preset")
+    return _merge(read_preset(base_path, chain), data)
+
+
 def load_config(name_or_path: str | None = "default", overrides: list[str] | None = None,
                 base: dict[str, Any] | None = None) -> TrainConfig:
-    """Preset (or `base` dict) + dotted overrides -> validated TrainConfig."""
+    """Preset (or `base` dict) + dotted overrides -> validated TrainConfig. A preset may start
+    from another (`extends: default`)."""
     if base is not None:
         data = dict(base)
     elif name_or_path:
-        path = find_config(name_or_path)
-        data = read_yaml(path) or {}
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping of `key: value` "
-                              "settings")
+        data = read_preset(find_config(name_or_path))
     else:
         data = {}
     data = _continuous_at_top(_frame_stack_in_env(data))
