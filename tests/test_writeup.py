@@ -326,6 +326,26 @@ def test_spl_ratio_is_printed_when_the_oracle_scores(built: dict[str, Any]) -> N
     assert numbers(data)["eval_heldout/summary.json:spl_vs_oracle"] == 0.5647
 
 
+@pytest.mark.parametrize(("distill", "expected"), [
+    ({"steps_per_iteration": 4000, "grad_steps_per_iteration": 75,
+      "rollout_decision": "drive_or_turn", "teacher_clearance_m": 0.15},
+     "Each DAgger iteration collects 4,000 frames driven by the student deciding as it is "
+     "deployed (drive or turn in place first, recovery drives included), then fits the "
+     "student with 75 gradient steps; the planner's labels keep 0.15 m from obstacles"),
+    ({"steps_per_iteration": 64, "grad_steps_per_iteration": 4},
+     "collects 64 frames driven by the student's likeliest action, then fits the student "
+     "with 4 gradient steps."),
+])
+def test_the_method_decision_states_the_dagger_schedule(built: dict[str, Any],
+                                                        distill: dict[str, Any],
+                                                        expected: str) -> None:
+    data = json.loads(json.dumps(built["data"]))
+    data["files"]["config.yaml"]["method"] = "distill"
+    data["files"]["config.yaml"]["distill"] = distill
+    text = section(render_markdown(data), "Key decisions")
+    assert expected in " ".join(text.split())
+
+
 def test_missing_artifacts_name_the_command_instead(run_dir: Path, tmp_path: Path) -> None:
     bare = tmp_path / "bare_run"
     bare.mkdir()
