@@ -322,6 +322,7 @@ def test_a_preset_that_extends_another_states_only_what_it_changes(tmp_path: Pat
     ("extends: nowhere\n", "`extends: nowhere`: unknown config 'nowhere'; presets: "),
     ("extends: [default]\n", "`extends` must name a preset or a .yaml file"),
     ("extends: mine.yaml\n", "goes round in a circle (mine.yaml -> mine.yaml)"),
+    ("extends: ../elsewhere.yaml\n", "a path is read from this file's own folder"),
 ])
 def test_a_bad_extends_is_one_line_naming_the_file(tmp_path: Path, capsys, text: str,
                                                    expected: str) -> None:

@@ -389,8 +389,11 @@ def _find_base(name: Any, child: Path) -> Path:
     if not isinstance(name, str) or not name.strip():
         raise ConfigError(f"{child}: `{EXTENDS_KEY}` must name a preset or a .yaml file, got "
                           f"{name!r}")
-    beside = child.parent / name
-    if beside.suffix in (".yaml", ".yml") and beside.is_file():
+    beside = child.parent / name  # an absolute path stays itself
+    if beside.suffix in (".yaml", ".yml"):
+        if not beside.is_file():
+            raise ConfigError(f"{child}: `{EXTENDS_KEY}: {name}`: there is no {beside}; a "
+                              "path is read from this file's own folder")
         return beside
     try:
         return find_config(name)
