@@ -18,6 +18,11 @@ key                      meaning
                          still counts for every other metric, and carries no agreement
 =======================  ==============================================================
 
+At an episode's first contact, `AgreementCounter.lead_up` says how the policy's last
+`LEAD_UP_STEPS` actions differed from the teacher's (`LEAD_UP_KINDS`), which
+`eval.rollout.run_episode` records as ``first_contact_vs_teacher``: a student that drives on
+where its teacher would turn in place touches obstacles its teacher never does.
+
 `summarize` pools them over the episodes of a report: agreement over all steps and over the
 steps of successful and of failed episodes apart (a student that fails where it stops
 imitating shows a gap there), and the confusion table, whose rows say what the teacher asked
@@ -26,13 +31,23 @@ for and whose columns what the policy did (printed by `metrics.format_confusion`
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from policies.actions import DRIVES
 from policies.oracle import SEARCHES, Oracle
+
+LEAD_UP_STEPS = 4
+"""Steps up to and including an episode's first contact whose actions `lead_up` compares."""
+LEAD_UP_KINDS = ("drove_where_teacher_turns", "turned_where_teacher_drives", "other_action",
+                 "as_teacher")
+"""`lead_up`'s answers, first match wins: on some step of the lead-up the policy drove where the
+teacher would turn in place; it turned in place where the teacher would drive; it took another
+action than the teacher's (a drive for a drive); it took the teacher's action on every step."""
 
 
 @dataclass(frozen=True)
@@ -80,12 +95,15 @@ class AgreementCounter:
         self.abs_error = np.zeros(2)
         self.steps = 0
         self.error: str | None = None
+        self.recent: deque[tuple[int, int]] = deque(maxlen=LEAD_UP_STEPS)
+        """(teacher's label, policy's action) of the last steps, discrete only."""
 
     def reset(self, info: dict) -> None:
         self.confusion[:] = 0
         self.abs_error[:] = 0.0
         self.steps = 0
         self.error = None
+        self.recent.clear()
         try:
             self.teacher.reset(info)
         except Exception as err:  # a diagnostic must not turn a scored episode into an error
@@ -104,6 +122,22 @@ class AgreementCounter:
             self.abs_error += np.abs(np.asarray(action, dtype=float) - label)
         else:
             self.confusion[int(label), int(action)] += 1
+            self.recent.append((int(label), int(action)))
+
+    def lead_up(self) -> str | None:
+        """How the policy's last `LEAD_UP_STEPS` actions (the one just taken included) differed
+        from the teacher's labels (`LEAD_UP_KINDS`); None for a continuous policy, or when the
+        teacher labelled no step."""
+        if self.error is not None or not self.recent:
+            return None
+        pairs = list(self.recent)
+        if any(DRIVES[action] and not DRIVES[label] for label, action in pairs):
+            return "drove_where_teacher_turns"
+        if any(DRIVES[label] and not DRIVES[action] for label, action in pairs):
+            return "turned_where_teacher_drives"
+        if any(label != action for label, action in pairs):
+            return "other_action"
+        return "as_teacher"
 
     def facts(self) -> dict[str, Any]:
         if self.error is not None:

@@ -203,7 +203,9 @@ def summarize(records: Sequence[Record], seed: int = 0) -> dict[str, Any]:
     ``first_contact_in_recovery`` counts the episodes whose first contact came on a recovery
     drive (`eval.rollout.run_episode`), and ``first_contact_sides`` where on the robot it was
     (`contact_sides`). Records
-    labelled by a teacher add ``teacher`` (`agreement.summarize`).
+    labelled by a teacher add ``teacher`` (`agreement.summarize`) and
+    ``first_contact_vs_teacher``, the episodes with contact counted by how the steps up to the
+    first one differed from the teacher's (`agreement.LEAD_UP_KINDS`).
     """
     valid = [r for r in records if "error" not in r]
     out: dict[str, Any] = {"episodes": len(valid), "errors": len(records) - len(valid)}
@@ -220,6 +222,10 @@ def summarize(records: Sequence[Record], seed: int = 0) -> dict[str, Any]:
     teacher = agreement.summarize(valid)
     if teacher is not None:
         out["teacher"] = teacher
+        if "confusion" in teacher:  # lead-ups compare discrete actions
+            lead_ups = [r.get("first_contact_vs_teacher") for r in valid]
+            out["first_contact_vs_teacher"] = {kind: lead_ups.count(kind)
+                                               for kind in agreement.LEAD_UP_KINDS}
     return out
 
 

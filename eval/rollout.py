@@ -144,7 +144,9 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
     ``first_contact_in_recovery`` says whether the episode's first contact came on one; all
     are 0 / False for other agents.
     ``first_contact_bearing_deg`` says where on the robot that first contact was
-    (`NavEnv.contact_bearing_deg`; None in an episode without contact).
+    (`NavEnv.contact_bearing_deg`; None in an episode without contact), and, with `agreement`,
+    ``first_contact_vs_teacher`` how the steps leading up to it differed from the teacher's
+    (`AgreementCounter.lead_up`; None without contact or teacher).
     """
     obs, info = env.reset(seed=seed, options=options)
     agent.reset(info)
@@ -162,6 +164,7 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
     recovering = getattr(agent, "recovering", None)
     recovery_steps, recovery_contact = 0, 0
     first_contact_in_recovery, first_contact_bearing = None, None
+    first_contact_vs_teacher = None
     while not done:
         in_recovery = bool(recovering()) if recovering is not None else False
         recovery_steps += in_recovery
@@ -178,6 +181,8 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
             if first_contact_in_recovery is None:
                 first_contact_in_recovery = in_recovery
                 first_contact_bearing = base.contact_bearing_deg()
+                if agreement is not None:
+                    first_contact_vs_teacher = agreement.lead_up()
         steps.append(StepRecord(info["steps"], action, float(reward), info["distance"],
                                 info["success"], info["collided"], in_view))
         if keep_frames:
@@ -197,6 +202,7 @@ def run_episode(env, agent: Agent, seed: int, episode: int, options: dict | None
         "recovery_contact_steps": recovery_contact,
         "first_contact_in_recovery": bool(first_contact_in_recovery),
         "first_contact_bearing_deg": first_contact_bearing,
+        "first_contact_vs_teacher": first_contact_vs_teacher,
     }
     record["spl"] = metrics.episode_spl(record)
     record["soft_spl"] = metrics.episode_soft_spl(record)

@@ -83,14 +83,93 @@ def test_the_teacher_itself_agrees_on_every_step_of_a_rollout() -> None:
     for rec in records:
         assert rec["teacher_agreement"] == 1.0
         assert np.array(rec["teacher_confusion"]).sum() == rec["steps"]
+        assert rec["first_contact_vs_teacher"] == ("as_teacher" if rec["collisions"] else None)
     summary = metrics.summarize(records)["teacher"]
     assert summary["agreement"] == 1.0 and summary["steps"] == sum(r["steps"] for r in records)
+
+
+def test_a_rollout_records_the_lead_up_to_its_first_contact() -> None:
+    """A policy that only drives forward runs into a wall: the record says how the steps
+    before that differed from the teacher, never that it turned."""
+    env = make_eval_env(EnvConfig(split="heldout", max_steps=120,
+                                  observation=ObservationConfig(width=48, height=48)), False)
+
+    class Forward:
+        def reset(self, info):
+            pass
+
+        def act(self, obs, info):
+            return 0
+
+    try:
+        counter = AgreementCounter(TeacherSpec(clearance_m=0.15).build(continuous=False),
+                                   n_actions=5)
+        records = [run_episode(env, Forward(), episode_seed(4, k), k, agreement=counter).record
+                   for k in range(3)]
+    finally:
+        env.close()
+    touched = [r for r in records if r["collisions"]]
+    assert touched, "a forward-only robot should hit something within 120 steps"
+    for rec in records:
+        kind = rec["first_contact_vs_teacher"]
+        assert (kind in agreement.LEAD_UP_KINDS and kind != "turned_where_teacher_drives"
+                if rec["collisions"] else kind is None)
 
 
 def _record(success: bool, confusion: list[list[int]]) -> dict:
     steps = int(np.sum(confusion))
     return {"success": success, "steps": steps, "teacher_confusion": confusion,
             "teacher_agreement": float(np.trace(confusion) / steps)}
+
+
+class _Labels:
+    """A teacher that answers a fixed sequence of labels, one per step."""
+
+    def __init__(self, labels: list[int]):
+        self.labels = list(labels)
+
+    def reset(self, info: dict) -> None:
+        pass
+
+    def act(self, info: dict, goal_visible: bool | None = None) -> int:
+        return self.labels.pop(0)
+
+
+# forward 0, forward-left 1, forward-right 2, turn-left 3, turn-right 4
+@pytest.mark.parametrize(("labels", "actions", "expected"), [
+    ([0, 0, 4, 4, 0], [0, 0, 0, 0, 0], "drove_where_teacher_turns"),
+    ([3, 3, 3, 0, 1], [3, 3, 3, 3, 1], "turned_where_teacher_drives"),
+    ([4, 0, 1, 1, 1], [4, 0, 0, 1, 1], "other_action"),
+    # the turn the policy drove through is five steps back, outside the lead-up
+    ([4, 0, 0, 1, 1], [0, 0, 0, 1, 1], "as_teacher"),
+    # both kinds of error: the first column that fits wins
+    ([0, 0, 4, 0, 0], [0, 3, 0, 0, 0], "drove_where_teacher_turns"),
+])
+def test_lead_up_to_a_contact_names_how_the_last_steps_differed(
+        labels: list[int], actions: list[int], expected: str) -> None:
+    counter = AgreementCounter(_Labels(labels), n_actions=5)
+    counter.reset(_info(0.0))
+    assert counter.lead_up() is None  # no step labelled yet
+    for action in actions:
+        counter.observe(_info(0.0), True, action)
+    assert agreement.LEAD_UP_STEPS == 4
+    assert counter.lead_up() == expected
+
+
+def test_summary_counts_contact_episodes_by_their_lead_up() -> None:
+    plain = {"success": True, "path_length": 1.0, "shortest_path_length": 1.0,
+             "start_distance": 1.0, "final_distance": 0.1, "collisions": 0, "steps": 5,
+             "return": 1.0}
+    labelled = _record(True, np.eye(5, dtype=int).tolist())
+    records = [{**plain, **labelled, "first_contact_vs_teacher": kind} for kind in
+               ("drove_where_teacher_turns", "drove_where_teacher_turns", "as_teacher", None)]
+    counts = metrics.summarize(records)["first_contact_vs_teacher"]
+    assert counts == {"drove_where_teacher_turns": 2, "turned_where_teacher_drives": 0,
+                      "other_action": 0, "as_teacher": 1}
+    # no labels, or continuous ones: nothing to count
+    assert "first_contact_vs_teacher" not in metrics.summarize([plain])
+    continuous = {**plain, "teacher_action_mae": 0.1, "teacher_steps": 5}
+    assert "first_contact_vs_teacher" not in metrics.summarize([continuous])
 
 
 def test_summary_pools_steps_not_episodes() -> None:

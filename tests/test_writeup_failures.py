@@ -31,7 +31,10 @@ def _summary(modes: dict[str, int] | None = MODES, seed: int = 1) -> dict[str, A
               "collisions_per_episode": 0.18, "collisions_per_episode_ci95": [0.02, 0.4]}
     if modes is not None:
         policy.update(first_contact_sides={"ahead": 9, "beside": 17, "behind": 1},
-                      first_contact_in_recovery=8)
+                      first_contact_in_recovery=8,
+                      first_contact_vs_teacher={"drove_where_teacher_turns": 11,
+                                                "turned_where_teacher_drives": 2,
+                                                "other_action": 6, "as_teacher": 8})
         oracle.update(first_contact_sides={"ahead": 0, "beside": 2, "behind": 0},
                       first_contact_in_recovery=0)
         policy["failure_modes"] = dict(modes)
@@ -94,6 +97,11 @@ def test_counts_and_intervals_come_from_the_summary(tmp_path: Path) -> None:
     assert "| oracle | 0.99 [0.97, 1.00] | 0.01 [0.00, 0.03] |" in text
     assert "| policy | ahead | beside | behind | on a recovery drive |" in text
     assert "| policy | 9 | 17 | 1 | 8 |" in text and "| oracle | 0 | 2 | 0 | 0 |" in text
+    # the lead-up to contact against the teacher: the labelled policy only
+    assert ("| policy | drove where the teacher turns in place | turned in place where the "
+            "teacher drives | another drive than the teacher's | the teacher's action every "
+            "step |") in text
+    assert "| policy | 11 | 2 | 6 | 8 |" in text
     keys = numbers(data)
     assert keys["eval_heldout/summary.json:policy.failure_modes.turning_in_place"] == 17
     assert keys["eval_heldout/summary.json:oracle.failure_modes.approached_timed_out"] == 1

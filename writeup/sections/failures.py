@@ -73,7 +73,7 @@ def _clean(doc: Doc, cmd: Commands, names: list[str]) -> str:
     if all(doc.value(HELDOUT, n, "collision_free_success") is None for n in names):
         return join(text, "The summary predates these metrics. " + fill(cmd.eval()))
     return join(text, table(["policy", *(label for _, label in CLEAN_COLUMNS)], rows),
-                _contact_sides(doc, names))
+                _contact_sides(doc, names), _contact_lead_up(doc, names))
 
 
 def _contact_sides(doc: Doc, names: list[str]) -> str:
@@ -93,6 +93,32 @@ def _contact_sides(doc: Doc, names: list[str]) -> str:
                 "first touched on a recovery drive, the drive that ends a loop of turns in "
                 "place (`policies/actions.py`):",
                 table(["policy", *sides, "on a recovery drive"], rows))
+
+
+LEAD_UP_LABELS = {
+    "drove_where_teacher_turns": "drove where the teacher turns in place",
+    "turned_where_teacher_drives": "turned in place where the teacher drives",
+    "other_action": "another drive than the teacher's",
+    "as_teacher": "the teacher's action every step",
+}
+"""Column heads for `eval.agreement.LEAD_UP_KINDS` (a key not listed shows as written)."""
+
+
+def _contact_lead_up(doc: Doc, names: list[str]) -> str:
+    """How each labelled policy's steps up to its first contact differed from its teacher's
+    (none for a summary written before evaluation recorded it)."""
+    names = [n for n in names
+             if isinstance(doc.value(HELDOUT, n, "first_contact_vs_teacher"), dict)]
+    if not names:
+        return ""
+    kinds = _keys_of_all(doc, names, "first_contact_vs_teacher")
+    rows = [[name, *(doc.num(HELDOUT, name, "first_contact_vs_teacher", kind, kind="int")
+                     for kind in kinds)] for name in names]
+    return join("What the policy did in the steps up to each first contact (the last "
+                "`LEAD_UP_STEPS` of `eval/agreement.py`, the touching step included) against "
+                "the action its distillation teacher (below) takes in the same states; an "
+                "episode counts under the first column that fits it, from the left:",
+                table(["policy", *(LEAD_UP_LABELS.get(k, k) for k in kinds)], rows))
 
 
 def _teacher(doc: Doc, cmd: Commands) -> str:
