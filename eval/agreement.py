@@ -130,7 +130,7 @@ class AgreementCounter:
         teacher labelled no step."""
         if self.error is not None or not self.recent:
             return None
-        pairs = list(self.recent)
+        pairs = self.recent
         if any(DRIVES[action] and not DRIVES[label] for label, action in pairs):
             return "drove_where_teacher_turns"
         if any(DRIVES[label] and not DRIVES[action] for label, action in pairs):

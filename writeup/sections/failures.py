@@ -76,17 +76,24 @@ def _clean(doc: Doc, cmd: Commands, names: list[str]) -> str:
                 _contact_sides(doc, names), _contact_lead_up(doc, names))
 
 
+def _counts(doc: Doc, names: list[str], field: str) -> tuple[list[str], list[list[str]]]:
+    """The keys of the count dicts under `field` in the summary, and a row for each policy that
+    has one (a summary written before evaluation recorded `field` has none): its name, then its
+    count under each key."""
+    names = [n for n in names if isinstance(doc.value(HELDOUT, n, field), dict)]
+    keys = _keys_of_all(doc, names, field)
+    return keys, [[n, *(doc.num(HELDOUT, n, field, k, kind="int") for k in keys)]
+                  for n in names]
+
+
 def _contact_sides(doc: Doc, names: list[str]) -> str:
     """Where each policy's episodes with contact first touched something (none for a summary
     written before evaluation recorded it)."""
-    names = [n for n in names if isinstance(doc.value(HELDOUT, n, "first_contact_sides"), dict)]
-    if not names:
+    sides, rows = _counts(doc, names, "first_contact_sides")
+    if not rows:
         return ""
-    sides = _keys_of_all(doc, names, "first_contact_sides")
-    rows = [[name, *(doc.num(HELDOUT, name, "first_contact_sides", side, kind="int")
-                     for side in sides),
-             doc.num(HELDOUT, name, "first_contact_in_recovery", kind="int")]
-            for name in names]
+    for row in rows:
+        row.append(doc.num(HELDOUT, row[0], "first_contact_in_recovery", kind="int"))
     return join("Where the episodes with contact first touched something, by the bearing of "
                 "that contact off the robot's heading (sides as `CONTACT_SIDES_DEG` in "
                 "`eval/metrics.py` draws them: ahead is where the camera looks), and how many "
@@ -107,13 +114,9 @@ LEAD_UP_LABELS = {
 def _contact_lead_up(doc: Doc, names: list[str]) -> str:
     """How each labelled policy's steps up to its first contact differed from its teacher's
     (none for a summary written before evaluation recorded it)."""
-    names = [n for n in names
-             if isinstance(doc.value(HELDOUT, n, "first_contact_vs_teacher"), dict)]
-    if not names:
+    kinds, rows = _counts(doc, names, "first_contact_vs_teacher")
+    if not rows:
         return ""
-    kinds = _keys_of_all(doc, names, "first_contact_vs_teacher")
-    rows = [[name, *(doc.num(HELDOUT, name, "first_contact_vs_teacher", kind, kind="int")
-                     for kind in kinds)] for name in names]
     return join("What the policy did in the steps up to each first contact (the last "
                 "`LEAD_UP_STEPS` of `eval/agreement.py`, the touching step included) against "
                 "the action its distillation teacher (below) takes in the same states; an "
