@@ -99,3 +99,32 @@ def test_augment_jitters_the_frames_and_leaves_the_command_channels(n_seq: int) 
     # without command channels the jitter draws exactly as colour_jitter on the frames alone
     alone = augment(frames, 1, 0, 6, torch.Generator().manual_seed(2))
     assert torch.equal(alone, colour_jitter(frames, torch.Generator().manual_seed(2)))
+
+
+def test_group_nll_is_minus_log_of_the_teachers_group_probability() -> None:
+    from training.distill import distribution_loss, group_nll
+
+    # actions: forward, forward-left, forward-right (drive), turn left, turn right (turn)
+    probs = torch.tensor([[0.2, 0.2, 0.2, 0.3, 0.1], [0.1, 0.1, 0.1, 0.35, 0.35]])
+    logits = probs.log()
+    expert = torch.tensor([3, 0])  # a turn label where 0.4 turns; a drive label where 0.3 drives
+    nll = group_nll(logits, expert)
+    assert nll[0].item() == pytest.approx(-np.log(0.4))
+    assert nll[1].item() == pytest.approx(-np.log(0.3))
+
+    class Dist:
+        distribution = torch.distributions.Categorical(logits=logits)
+
+    plain, _ = distribution_loss(Dist(), expert, continuous=False)
+    grouped, _ = distribution_loss(Dist(), expert, continuous=False, group_weight=2.0)
+    assert grouped.item() == pytest.approx(plain.item() + 2.0 * nll.mean().item())
+
+
+def test_bad_group_weight_settings_are_config_errors() -> None:
+    from envs.config import ConfigError
+    from training.config import load_config
+
+    with pytest.raises(ConfigError, match="group_weight: must be >= 0"):
+        load_config("tiny", ["distill.group_weight=-1"])
+    with pytest.raises(ConfigError, match="group_weight: the drive-or-turn term needs discrete"):
+        load_config("tiny", ["continuous=true", "distill.group_weight=1"])

@@ -131,6 +131,13 @@ class DistillConfig:
     is within `near_range_m` of the robot's edge (its lidar, read from the auxiliary target,
     so `aux_weight` > 0): each such frame counts 1 + near_weight times. Those are the frames
     where copying the teacher's label decides between passing an obstacle and touching it."""
+    group_weight: float = 0.0
+    """Weight (0 = off) of a second discrete imitation term: the negative log of the
+    probability the student puts on the teacher's group of actions, driving (forward,
+    forward-left, forward-right) or turning in place, summed within the group. Deployment
+    picks the group first (`policies.actions.decide`), and the commonest step up to a contact
+    is a drive where the teacher turns in place, a mistake per-action cross-entropy prices
+    no higher than a forward-left for a forward-right."""
     near_range_m: float = 0.25
     """Gap (m) between the robot's edge and its nearest obstacle or wall under which a frame
     counts as near (`near_weight`)."""
@@ -296,6 +303,12 @@ class TrainConfig:
         if self.distill.near_weight < 0:
             raise ConfigError("distill.near_weight: must be >= 0 (0 = every frame weighs the "
                               f"same), got {self.distill.near_weight}")
+        if self.distill.group_weight < 0:
+            raise ConfigError("distill.group_weight: must be >= 0 (0 = no drive-or-turn term), "
+                              f"got {self.distill.group_weight}")
+        if self.distill.group_weight and self.continuous:
+            raise ConfigError("distill.group_weight: the drive-or-turn term needs discrete "
+                              "actions; set continuous=false or distill.group_weight=0")
         if self.distill.near_weight and not self.distill.aux_weight:
             raise ConfigError("distill.near_weight: the nearness of a frame is read from the "
                               "auxiliary target's lidar; set distill.aux_weight > 0 too")

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 import rundir
-from policies.actions import Memory
+from policies.actions import DRIVES, Memory
 from policies.checkpoint import build_policy, is_recurrent, policy_actions, zero_state
 from policies.metadata import CheckpointMeta
 from training.config import TrainConfig, student_arch
@@ -225,16 +225,18 @@ def near_weights(aux: np.ndarray, rays: int, lidar_range_m: float, near_range_m:
 
 
 def imitation_loss(policy: ActorCriticPolicy, obs: torch.Tensor, expert: torch.Tensor,
-                   continuous: bool, weights: torch.Tensor | None = None
-                   ) -> tuple[torch.Tensor, float]:
+                   continuous: bool, weights: torch.Tensor | None = None,
+                   group_weight: float = 0.0) -> tuple[torch.Tensor, float]:
     """`distribution_loss` of a feed-forward policy's action distribution on `obs`."""
-    return distribution_loss(policy.get_distribution(obs), expert, continuous, weights)
+    return distribution_loss(policy.get_distribution(obs), expert, continuous, weights,
+                             group_weight=group_weight)
 
 
 def auxiliary_imitation_loss(policy: ActorCriticPolicy, head: torch.nn.Module,
                              obs: torch.Tensor, expert: torch.Tensor, aux_target: torch.Tensor,
                              continuous: bool, weights: torch.Tensor | None = None,
-                             frame_weights: torch.Tensor | None = None
+                             frame_weights: torch.Tensor | None = None,
+                             group_weight: float = 0.0
                              ) -> tuple[torch.Tensor, float, torch.Tensor]:
     """`imitation_loss` and the auxiliary head's mean squared error on `aux_target`, from one
     pass of the CNN: the head reads the same features as the actor, so its gradient shapes
@@ -242,23 +244,24 @@ def auxiliary_imitation_loss(policy: ActorCriticPolicy, head: torch.nn.Module,
     features = policy.extract_features(obs, policy.pi_features_extractor)
     dist = policy._get_action_dist_from_latent(policy.mlp_extractor.forward_actor(features))
     loss, agreement = distribution_loss(dist, expert, continuous, weights,
-                                        frame_weights=frame_weights)
+                                        frame_weights=frame_weights, group_weight=group_weight)
     return loss, agreement, F.mse_loss(head(features), aux_target)
 
 
 def sequence_imitation_loss(policy: ActorCriticPolicy, obs: torch.Tensor, expert: torch.Tensor,
                             keep: torch.Tensor, n_seq: int, continuous: bool,
-                            weights: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+                            weights: torch.Tensor | None = None, group_weight: float = 0.0
+                            ) -> tuple[torch.Tensor, float]:
     """`distribution_loss` of a recurrent policy over `n_seq` sequence-major sequences, each
     run from the zero state with no reset inside; only the `keep` steps count."""
     no_starts = torch.zeros(len(expert), device=expert.device)
     dist, _ = policy.get_distribution(obs, zero_state(policy, n_seq), no_starts)
-    return distribution_loss(dist, expert, continuous, weights, keep)
+    return distribution_loss(dist, expert, continuous, weights, keep, group_weight=group_weight)
 
 
 def distribution_loss(dist, expert: torch.Tensor, continuous: bool,
                       weights: torch.Tensor | None = None, keep: torch.Tensor | None = None,
-                      frame_weights: torch.Tensor | None = None
+                      frame_weights: torch.Tensor | None = None, group_weight: float = 0.0
                       ) -> tuple[torch.Tensor, float]:
     """The loss to minimise and how close the student is to the teacher.
 
@@ -270,6 +273,7 @@ def distribution_loss(dist, expert: torch.Tensor, continuous: bool,
     std of 1 over a [-1, 1] box) without pulling on the mean; the closeness is the mean
     absolute error of the mean action. `keep` (bool per row) selects the rows that count;
     `frame_weights` (per row, feed-forward only) make the loss a weighted mean over rows.
+    Discrete, `group_weight` > 0 adds that times `group_nll`, weighted over rows alike.
     """
     if frame_weights is not None and keep is not None:
         raise ValueError("frame_weights apply to feed-forward batches, which have no keep mask")
@@ -295,7 +299,24 @@ def distribution_loss(dist, expert: torch.Tensor, continuous: bool,
         per_row = F.cross_entropy(logits, expert.long(), weight=weights, reduction="none")
         row_weights = frame_weights if weights is None else frame_weights * weights[expert.long()]
         loss = (per_row * frame_weights).sum() / row_weights.sum()
+    if group_weight:
+        group = group_nll(logits, expert)
+        if frame_weights is None:
+            loss = loss + group_weight * group.mean()
+        else:
+            loss = loss + group_weight * (group * frame_weights).sum() / frame_weights.sum()
     return loss, float((logits.argmax(1) == expert.long()).float().mean())
+
+
+def group_nll(logits: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+    """(N,) negative log of the probability each row's logits put on its teacher action's
+    group (`policies.actions.DRIVES`: driving, or turning in place), the choice deployment
+    makes first."""
+    drives = torch.as_tensor(DRIVES, device=logits.device)
+    log_p = logits.log_softmax(dim=1)
+    log_drive = log_p.masked_fill(~drives, -torch.inf).logsumexp(dim=1)
+    log_turn = log_p.masked_fill(drives, -torch.inf).logsumexp(dim=1)
+    return -torch.where(drives[expert.long()], log_drive, log_turn)
 
 
 def balance_power(cfg: TrainConfig, progress: float) -> float:
@@ -452,7 +473,7 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                 if recurrent:
                     loss, agreement = sequence_imitation_loss(
                         student, images, target, torch.as_tensor(batch_keep, device=device),
-                        n_seq, continuous, weights)
+                        n_seq, continuous, weights, d.group_weight)
                 elif auxiliary:
                     frame_weights = near_weights(
                         batch_aux, obs_cfg.lidar_rays, obs_cfg.lidar_range_m, d.near_range_m,
@@ -462,12 +483,12 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                     loss, agreement, aux_loss = auxiliary_imitation_loss(
                         student, aux_head, images, target,
                         torch.as_tensor(batch_aux, device=device), continuous, weights,
-                        frame_weights)
+                        frame_weights, d.group_weight)
                     aux_losses.append(aux_loss.item())
                     loss = loss + d.aux_weight * aux_loss
                 else:
                     loss, agreement = imitation_loss(student, images, target, continuous,
-                                                     weights)
+                                                     weights, d.group_weight)
                 for opt in optimizers:
                     opt.zero_grad()
                 loss.backward()
