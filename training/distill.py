@@ -286,8 +286,7 @@ def distribution_loss(dist, expert: torch.Tensor, continuous: bool,
         if frame_weights is None:
             loss = F.mse_loss(mean, expert) + nll.mean()
         else:
-            per_row = ((mean - expert) ** 2 + nll).mean(dim=1)
-            loss = (per_row * frame_weights).sum() / frame_weights.sum()
+            loss = _row_mean(((mean - expert) ** 2 + nll).mean(dim=1), frame_weights)
         return loss, float((mean.detach() - expert).abs().mean())
     logits = dist.distribution.logits
     if keep is not None:
@@ -300,12 +299,15 @@ def distribution_loss(dist, expert: torch.Tensor, continuous: bool,
         row_weights = frame_weights if weights is None else frame_weights * weights[expert.long()]
         loss = (per_row * frame_weights).sum() / row_weights.sum()
     if group_weight:
-        group = group_nll(logits, expert)
-        if frame_weights is None:
-            loss = loss + group_weight * group.mean()
-        else:
-            loss = loss + group_weight * (group * frame_weights).sum() / frame_weights.sum()
+        loss = loss + group_weight * _row_mean(group_nll(logits, expert), frame_weights)
     return loss, float((logits.argmax(1) == expert.long()).float().mean())
+
+
+def _row_mean(values: torch.Tensor, frame_weights: torch.Tensor | None) -> torch.Tensor:
+    """The mean of per-row `values`, weighted by `frame_weights` where given."""
+    if frame_weights is None:
+        return values.mean()
+    return (values * frame_weights).sum() / frame_weights.sum()
 
 
 def group_nll(logits: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
