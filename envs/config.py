@@ -146,6 +146,10 @@ class ObservationConfig:
     """Camera image height (pixels)."""
     camera: bool = True
     """RGB camera channels (uint8 H x W x 3)."""
+    camera_mount_m: float = 0.10
+    """Where the camera's mast stands on the base: its distance ahead of the base centre (m;
+    negative = behind). At the front edge (the default) the image shows nothing beside the
+    base; further back its sides show the obstacles the base's front corners pass."""
     depth: bool = False
     """Add a depth channel (uint8, 0-255 over 0-depth_max_m)."""
     segmentation: bool = False
@@ -290,6 +294,10 @@ def validate_env_config(cfg: EnvConfig) -> None:
         raise ConfigError("env.min_goal_distance_m: must be smaller than the arena side "
                           f"({2 * cfg.arena_half_size_m} m)")
     obs = cfg.observation
+    if not abs(obs.camera_mount_m) < cfg.robot_radius_m:
+        raise ConfigError(f"env.observation.camera_mount_m: the mast must stand on the base, "
+                          f"within robot_radius_m ({cfg.robot_radius_m}) of its centre; got "
+                          f"{obs.camera_mount_m}")
     if not (obs.camera or obs.depth or obs.segmentation or obs.lidar or obs.proprio
             or obs.privileged):
         raise ConfigError("env.observation: every sensor is off; enable at least camera")

@@ -146,7 +146,8 @@ class CameraNavEnv(gym.Env):
         values = self.scene.values
         self.bodies = build_scene(self._client, self.scene, cfg.arena_half_size_m,
                                   cfg.robot_radius_m, self.geometry,
-                                  robot_drawn=self.render_mode is not None)
+                                  robot_drawn=self.render_mode is not None,
+                                  camera_mount_m=cfg.observation.camera_mount_m)
         # one stepSimulation call runs the control period's `substeps` solver steps
         p.setPhysicsEngineParameter(fixedTimeStep=self._period, numSubSteps=cfg.substeps,
                                     physicsClientId=self._cid)
@@ -307,10 +308,11 @@ class CameraNavEnv(gym.Env):
     # ------------------------------------------------------------------ sensing
 
     def _camera_pose(self) -> tuple[tuple, tuple]:
-        """Camera on the mast at the front of the base, looking forward (pitched)."""
+        """Camera on the mast (`ObservationConfig.camera_mount_m` ahead of the base centre),
+        looking forward (pitched)."""
         values = self.scene.values
         c, s = math.cos(self._heading), math.sin(self._heading)
-        ahead = self.cfg.robot_radius_m - 0.02
+        ahead = self.cfg.observation.camera_mount_m
         eye = (self._x + c * ahead, self._y + s * ahead, values["camera_height_m"])
         pitch = math.radians(values["camera_pitch_deg"])
         target = (eye[0] + c * math.cos(pitch), eye[1] + s * math.cos(pitch),

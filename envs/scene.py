@@ -241,8 +241,10 @@ def _body(client, col: int, vis: int, position, yaw: float = 0.0, rigid: bool = 
     return client.createMultiBody(mass, col, vis, position, orn, useMaximalCoordinates=rigid)
 
 
-def _robot(client, radius: float, mass: float, drawn: bool, geometry: Geometry) -> int:
-    """A cylinder base with two wheels and a camera mast at the front (one rigid body).
+def _robot(client, radius: float, mass: float, drawn: bool, geometry: Geometry,
+           mast_m: float) -> int:
+    """A cylinder base with two wheels and a camera mast `mast_m` ahead of its centre (one
+    rigid body).
 
     Undrawn, its visual is a single transparent box: the full one costs ~3 ms per world to
     build and only the top-down view shows it (a body without any visual would be drawn with
@@ -256,7 +258,7 @@ def _robot(client, radius: float, mass: float, drawn: bool, geometry: Geometry) 
             halfExtents=[[0, 0, 0], [0, 0, 0], [0, 0, 0], [0.02, 0.04, 0.06]],
             rgbaColors=[list(c) for c in _ROBOT_RGBA],
             visualFramePositions=[[0, 0, 0.02], [0, radius, -0.01], [0, -radius, -0.01],
-                                  [radius - 0.03, 0, 0.1]],
+                                  [mast_m - 0.01, 0, 0.1]],
             visualFrameOrientations=[[0, 0, 0, 1], wheel, wheel, [0, 0, 0, 1]],
         )
     else:
@@ -363,12 +365,14 @@ class _Builder:
 
 
 def build_scene(client, scene: SceneParams, half_size_m: float, robot_radius_m: float,
-                geometry: Geometry = FAST, robot_drawn: bool = True) -> SceneBodies:
+                geometry: Geometry = FAST, robot_drawn: bool = True,
+                camera_mount_m: float | None = None) -> SceneBodies:
     """Reset the simulation and create floor, walls, obstacles, goal and robot (no gravity:
     the robot is driven by setting its base velocity; contacts are the solver's).
 
     `robot_drawn` False builds the robot without its visual (only for worlds whose top-down
-    view is never rendered, when the geometry hides the robot from its camera)."""
+    view is never rendered, when the geometry hides the robot from its camera).
+    `camera_mount_m` places the drawn mast (default: at the base's front edge)."""
     client.resetSimulation()
     client.setGravity(0, 0, 0)
     build = _Builder(client, scene, geometry)
@@ -379,7 +383,8 @@ def build_scene(client, scene: SceneParams, half_size_m: float, robot_radius_m: 
         floor, walls = build.floor(half_size_m), build.walls(half_size_m)
         obstacles, goal = build.obstacles(), build.goal()
     drawn = robot_drawn or geometry.robot_visible
-    robot = _robot(client, robot_radius_m, scene.values["mass_kg"], drawn, geometry)
+    mast_m = robot_radius_m - 0.02 if camera_mount_m is None else camera_mount_m
+    robot = _robot(client, robot_radius_m, scene.values["mass_kg"], drawn, geometry, mast_m)
     if drawn and not geometry.robot_visible:
         show_robot(client, robot, False)
     return SceneBodies(robot, goal, walls, obstacles, floor)

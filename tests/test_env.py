@@ -127,6 +127,24 @@ def test_render_gives_topdown_rgb() -> None:
     env.close()
 
 
+def test_camera_mount_moves_the_eye_along_the_heading() -> None:
+    """The eye sits `camera_mount_m` ahead of the base centre, whatever the heading; the same
+    scene seen from further back differs."""
+    images, eyes = [], []
+    for mount in (0.10, -0.10):
+        env = gym.make(ENV_IDS[0], config={"observation": {**SMALL, "camera_mount_m": mount}})
+        obs, info = env.reset(seed=3)
+        x, y, yaw = info["pose"]
+        eye, _ = env.unwrapped._camera_pose()
+        assert eye[0] == pytest.approx(x + mount * math.cos(yaw))
+        assert eye[1] == pytest.approx(y + mount * math.sin(yaw))
+        images.append(obs)
+        eyes.append(eye)
+        env.close()
+    assert eyes[0][2] == eyes[1][2]
+    assert not np.array_equal(images[0], images[1])
+
+
 # ---------------------------------------------------------------------------------- seeding
 
 
@@ -309,6 +327,7 @@ def test_collision_counts_and_can_terminate() -> None:
     ({"randomization": {"camera_fov_deg": [80.0, 170.0]}}, "env.randomization.camera_fov_deg"),
     ({"split": "test"}, "env.split"),
     ({"observation": {"frame_stride": 0}}, "env.observation.frame_stride"),
+    ({"observation": {"camera_mount_m": -0.2}}, "env.observation.camera_mount_m"),
 ])
 def test_bad_config_is_one_line_naming_the_field(data: dict, field_name: str) -> None:
     with pytest.raises(ConfigError) as err:
