@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pybullet as p
 
+from envs.config import ObservationConfig
 from envs.randomize import SceneParams
 from envs.textures import texture_path
 
@@ -366,13 +367,13 @@ class _Builder:
 
 def build_scene(client, scene: SceneParams, half_size_m: float, robot_radius_m: float,
                 geometry: Geometry = FAST, robot_drawn: bool = True,
-                camera_mount_m: float | None = None) -> SceneBodies:
+                camera_mount_m: float = ObservationConfig.camera_mount_m) -> SceneBodies:
     """Reset the simulation and create floor, walls, obstacles, goal and robot (no gravity:
     the robot is driven by setting its base velocity; contacts are the solver's).
 
     `robot_drawn` False builds the robot without its visual (only for worlds whose top-down
     view is never rendered, when the geometry hides the robot from its camera).
-    `camera_mount_m` places the drawn mast (default: at the base's front edge)."""
+    `camera_mount_m` places the drawn mast (the env config's default unless given)."""
     client.resetSimulation()
     client.setGravity(0, 0, 0)
     build = _Builder(client, scene, geometry)
@@ -383,8 +384,8 @@ def build_scene(client, scene: SceneParams, half_size_m: float, robot_radius_m: 
         floor, walls = build.floor(half_size_m), build.walls(half_size_m)
         obstacles, goal = build.obstacles(), build.goal()
     drawn = robot_drawn or geometry.robot_visible
-    mast_m = robot_radius_m - 0.02 if camera_mount_m is None else camera_mount_m
-    robot = _robot(client, robot_radius_m, scene.values["mass_kg"], drawn, geometry, mast_m)
+    robot = _robot(client, robot_radius_m, scene.values["mass_kg"], drawn, geometry,
+                   camera_mount_m)
     if drawn and not geometry.robot_visible:
         show_robot(client, robot, False)
     return SceneBodies(robot, goal, walls, obstacles, floor)
