@@ -48,6 +48,19 @@ def test_random_shift_moves_content_by_at_most_pad() -> None:
         assert len(ys) == 1 and abs(int(ys[0]) - 8) <= 2 and abs(int(xs[0]) - 8) <= 2
 
 
+def test_random_shift_without_horizontal_keeps_every_column() -> None:
+    images = torch.zeros((16, 1, 16, 16), dtype=torch.uint8)
+    images[:, :, 8, 8] = 255
+    out = random_shift(images, 3, torch.Generator().manual_seed(1), groups=16,
+                       horizontal=False)
+    rows = set()
+    for img in out:
+        ys, xs = torch.nonzero(img[0] == 255, as_tuple=True)
+        assert len(ys) == 1 and int(xs[0]) == 8 and abs(int(ys[0]) - 8) <= 3
+        rows.add(int(ys[0]))
+    assert len(rows) > 1  # it still shifts, up and down
+
+
 def test_colour_jitter_draws_once_per_stacked_observation() -> None:
     frame = torch.randint(0, 256, (8, 3, 6, 6), dtype=torch.uint8)
     stacked = torch.cat([frame, frame], dim=1)  # two identical frames per observation

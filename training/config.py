@@ -143,6 +143,11 @@ class DistillConfig:
     counts as near (`near_weight`)."""
     augment_shift_px: int = 4
     """Random-shift augmentation (pixels, 0 = off) for robustness to unseen appearance."""
+    augment_shift_horizontal: bool = True
+    """Whether the random shift also moves images sideways. A sideways shift is a turn of the
+    camera (4 px of the 64 px image is about 11 degrees at the centre of a 115-degree lens)
+    under an unchanged label, so it also teaches the student to ignore where an obstacle's edge
+    sits; off, images move up and down only."""
     augment_colour: bool = True
     """Colour augmentation that keeps the red goal red (see distill.colour_jitter); applies
     when the camera frame is RGB only (no depth or segmentation channels)."""

@@ -135,8 +135,9 @@ class SequenceBuffer:
 
 
 def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator,
-                 groups: int = 16) -> torch.Tensor:
-    """DrQ-style augmentation: shift each image by up to `pad` pixels (edge-replicated).
+                 groups: int = 16, horizontal: bool = True) -> torch.Tensor:
+    """DrQ-style augmentation: shift each image by up to `pad` pixels (edge-replicated);
+    `horizontal=False` shifts up and down only.
 
     Works on uint8 and draws one offset per group of images: a per-image gather over float
     copies costs more than the gradient step it feeds.
@@ -154,6 +155,8 @@ def random_shift(images: torch.Tensor, pad: int, generator: torch.Generator,
     size = -(-n // groups)
     for start in range(0, n, size):
         oy, ox = torch.randint(0, 2 * pad + 1, (2,), generator=generator).tolist()
+        if not horizontal:  # drawn anyway, so both settings consume the same random stream
+            ox = pad
         out[start:start + size] = padded[start:start + size, :, oy:oy + h, ox:ox + w]
     return out
 
@@ -180,7 +183,7 @@ def colour_jitter(images: torch.Tensor, generator: torch.Generator,
 
 
 def augment(images: torch.Tensor, n_seq: int, shift_px: int, colour_channels: int,
-            generator: torch.Generator) -> torch.Tensor:
+            generator: torch.Generator, shift_horizontal: bool = True) -> torch.Tensor:
     """Random shift and colour jitter of a (N, C, H, W) uint8 batch: the jitter covers the first
     `colour_channels` channels (stacked RGB frames; 0: none), not the command channels after.
 
@@ -190,7 +193,8 @@ def augment(images: torch.Tensor, n_seq: int, shift_px: int, colour_channels: in
     """
     n, c, h, w = images.shape
     rows = images.reshape(n_seq, (n // n_seq) * c, h, w) if n_seq > 1 else images
-    rows = random_shift(rows, shift_px, generator, groups=n_seq if n_seq > 1 else 16)
+    rows = random_shift(rows, shift_px, generator, groups=n_seq if n_seq > 1 else 16,
+                        horizontal=shift_horizontal)
     if colour_channels == c:  # no command channels: jitter in place of a split and a copy
         rows = colour_jitter(rows, generator)
     elif colour_channels:
@@ -470,7 +474,8 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                 else:
                     batch_obs, batch_act, batch_aux = buffer.sample(rng, d.batch_size)
                 images = augment(torch.as_tensor(batch_obs), n_seq if recurrent else 1,
-                                 d.augment_shift_px, colour, gen).to(device)
+                                 d.augment_shift_px, colour, gen,
+                                 d.augment_shift_horizontal).to(device)
                 target = torch.as_tensor(batch_act, device=device)
                 if recurrent:
                     loss, agreement = sequence_imitation_loss(

@@ -290,7 +290,8 @@ def _d_student(doc: Doc, cmd: Commands) -> str:
               f"{keep_in_view}{auxiliary}"
               f"class-weighted loss {_weighting(setting)}, colour augmentation "
               f"{'on' if setting('augment_colour', False) else 'off'}, random shift "
-              f"{setting('augment_shift_px', 0)} px.")
+              f"{setting('augment_shift_px', 0)} px"
+              f"{'' if setting('augment_shift_horizontal', True) else ', up and down only'}.")
     if doc.has(HELDOUT) and doc.value(HELDOUT, "policy") is not None:
         measured = (f"held-out success {doc.ci(HELDOUT, 'policy', 'success_rate')}, "
                     f"{doc.num(HELDOUT, 'policy', 'collisions_per_episode', kind='metric')} "
