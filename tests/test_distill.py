@@ -1,4 +1,4 @@
-"""Distillation pieces a user relies on: the class weights and the augmentations."""
+"""Distillation pieces a user relies on: the class weights, the augmentations, the schedule."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from training.config import load_config
 from training.distill import augment, class_weights, colour_jitter, random_shift
 
 
@@ -141,3 +142,20 @@ def test_bad_group_weight_settings_are_config_errors() -> None:
         load_config("tiny", ["distill.group_weight=-1"])
     with pytest.raises(ConfigError, match="group_weight: the drive-or-turn term needs discrete"):
         load_config("tiny", ["continuous=true", "distill.group_weight=1"])
+
+
+def test_training_while_collecting_is_deterministic_and_changes_the_schedule(tmp_path) -> None:
+    """The fit runs in a second thread beside the collection, yet a seed still fixes the
+    weights; taking turns (the option off) is a different schedule, so different weights."""
+    from training.train import train
+
+    def weights(name: str, overlap: bool) -> dict:
+        cfg = load_config("tiny", ["eval.every_timesteps=0", "distill.total_timesteps=256",
+                                   f"distill.train_while_collecting={str(overlap).lower()}"])
+        result = train(cfg, tmp_path / name, quiet=True)
+        return torch.load(result.final_checkpoint, weights_only=True)["state_dict"]
+
+    first, second, turns = weights("a", True), weights("b", True), weights("c", False)
+    assert all(torch.equal(first[key], second[key]) for key in first)
+    assert not all(torch.equal(first[key], turns[key]) for key in first)
+    assert all(value.is_contiguous() for value in first.values())
