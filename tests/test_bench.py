@@ -183,7 +183,7 @@ def test_dagger_throughput_is_measured_between_iterations() -> None:
     assert 0 < rate < 1e6
 
 
-def test_format_train_prints_the_world_builds() -> None:
+def test_format_train_prints_the_world_builds_and_the_schedules() -> None:
     from training.bench import format_train
 
     result = {"steps": 4096, "target_steps_per_s": 400, "speedup": 2.0, "rows": [
@@ -192,7 +192,13 @@ def test_format_train_prints_the_world_builds() -> None:
             {"label": "first release's world build", "ppo_steps_per_s": 150.0,
              "distill_steps_per_s": 90.0},
             {"label": "today's world build (fast)", "ppo_steps_per_s": 210.0,
-             "distill_steps_per_s": 99.0}], "ppo_speedup": 1.4, "distill_speedup": 1.1}}
+             "distill_steps_per_s": 99.0}], "ppo_speedup": 1.4, "distill_speedup": 1.1},
+        "distill_schedules": {"rows": [
+            {"label": "collect, then fit (taking turns)", "distill_steps_per_s": 100.0},
+            {"label": "fit while collecting (the default)", "distill_steps_per_s": 145.0}],
+            "speedup": 1.45}}
     text = format_train(result)
+    assert "fit while collecting (the default)      145.0 steps/s" in text
+    assert "fitting while collecting over taking turns: 1.45x" in text
     assert "today's world build (fast)         PPO  210.0 steps/s   DAgger   99.0 steps/s" in text
     assert "today's build over the first release's: PPO 1.40x, DAgger 1.10x" in text

@@ -321,3 +321,17 @@ def test_the_world_build_conclusion_follows_the_measured_speedups() -> None:
                 "Training throughput")
     assert "trains PPO 1.01× and DAgger 0.95× as fast; the faster frame does not show" in same
     assert "carry into learning speed" not in same
+
+
+def test_the_distillation_schedules_show_beside_the_world_builds() -> None:
+    data = _bench_train(1.4, 1.2)
+    data["distill_schedules"] = {"rows": [
+        {"label": "collect, then fit (taking turns)", "distill_steps_per_s": 120.0},
+        {"label": "fit while collecting (the default)", "distill_steps_per_s": 174.0}],
+        "speedup": 1.45}
+    text = part(render_markdown(_data({"bench_train.json": data})), "Training throughput")
+    assert "| fit while collecting (the default) | 174 |" in text
+    assert "Fitting while collecting runs 1.45× as many iterations per minute" in text
+    without = part(render_markdown(_data({"bench_train.json": _bench_train(1.4, 1.2)})),
+                   "Training throughput")
+    assert "Fitting while collecting" not in without

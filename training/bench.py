@@ -3,7 +3,8 @@
 `bench_train` measures end-to-end PPO steps/s (collection + updates) side by side in one run:
 the naive layout (1 env in-process, torch's default threads) against 2, 4 and 8 subprocess
 envs with 1 torch thread while collecting and 2 while training; then PPO and DAgger end to
-end on the first release's world build against today's (`env.world_build`). `bench_learn` trains
+end on the first release's world build against today's (`env.world_build`), and DAgger taking
+turns (collect, then fit) against fitting while it collects. `bench_learn` trains
 each method under the same wall-clock budget and reports when the periodic held-out
 evaluation first reached 90 % success, confirmed by a final 200-episode held-out evaluation.
 """
@@ -58,7 +59,8 @@ def _ppo_steps_per_s(cfg: TrainConfig, n_envs: int, vec_env: str, collect: int |
 def bench_train(steps: int = 4096, config: str = "ppo", world_builds: bool = True
                 ) -> dict[str, Any]:
     """End-to-end PPO steps/s (64x64 camera) for each layout in `LAYOUTS`, then (with
-    `world_builds`) PPO and DAgger on the first release's world build against today's."""
+    `world_builds`) PPO and DAgger on the first release's world build against today's, and
+    DAgger taking turns against fitting while it collects."""
     cfg = load_config(config)
     steps = max(steps, 2 * cfg.ppo.n_steps * 4)
     rows = []
@@ -72,7 +74,8 @@ def bench_train(steps: int = 4096, config: str = "ppo", world_builds: bool = Tru
             "batch_size": cfg.ppo.batch_size, "n_steps": cfg.ppo.n_steps,
             "n_epochs": cfg.ppo.n_epochs, "rows": rows,
             "speedup": round(best / rows[0]["steps_per_s"], 2), "target_steps_per_s": 400,
-            "world_builds": bench_world_builds(steps) if world_builds else None}
+            "world_builds": bench_world_builds(steps) if world_builds else None,
+            "distill_schedules": bench_distill_schedules() if world_builds else None}
 
 
 class _RateHooks:
@@ -133,6 +136,25 @@ def bench_world_builds(steps: int = 4096, iterations: int = 3) -> dict[str, Any]
             "distill_speedup": round(new["distill_steps_per_s"] / old["distill_steps_per_s"], 2)}
 
 
+SCHEDULE_LABELS = {"turns": "collect, then fit (taking turns)",
+                   "overlapped": "fit while collecting (the default)"}
+
+
+def bench_distill_schedules(iterations: int = 3) -> dict[str, Any]:
+    """DAgger (`default` preset) end to end taking turns (collect, then fit) against fitting in
+    a second thread while the envs collect (`distill.train_while_collecting`), side by side in
+    one run: the same frames and gradient steps per iteration, so the ratio of their rates is
+    the ratio of iterations per wall-clock minute."""
+    rows = []
+    for schedule, overlap in (("turns", "false"), ("overlapped", "true")):
+        cfg = load_config("default", [f"distill.train_while_collecting={overlap}"])
+        rows.append({"schedule": schedule, "label": SCHEDULE_LABELS[schedule],
+                     "distill_steps_per_s": round(_distill_steps_per_s(cfg, iterations), 1)})
+    turns, overlapped = rows
+    return {"rows": rows, "iterations": iterations,
+            "speedup": round(overlapped["distill_steps_per_s"] / turns["distill_steps_per_s"], 2)}
+
+
 def format_train(result: dict[str, Any]) -> str:
     lines = [f"PPO end to end, 64x64 camera ({result['steps']} steps per layout):"]
     for row in result["rows"]:
@@ -150,6 +172,12 @@ def format_train(result: dict[str, Any]) -> str:
                          f"DAgger {row['distill_steps_per_s']:>6.1f} steps/s")
         lines.append(f"  today's build over the first release's: PPO {builds['ppo_speedup']:.2f}x,"
                      f" DAgger {builds['distill_speedup']:.2f}x")
+    schedules = result.get("distill_schedules")
+    if schedules:
+        lines.append("DAgger's schedule (the default preset, today's world build):")
+        for row in schedules["rows"]:
+            lines.append(f"  {row['label']:<38} {row['distill_steps_per_s']:>6.1f} steps/s")
+        lines.append(f"  fitting while collecting over taking turns: {schedules['speedup']:.2f}x")
     return "\n".join(lines)
 
 

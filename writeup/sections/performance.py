@@ -92,7 +92,7 @@ def _p_train(doc: Doc, cmd: Commands) -> str:
                  table(["layout", "envs", "vec env", "torch threads", "steps/s"], rows),
                  f"Speed-up of the tuned layout over the naive one: "
                  f"{doc.num(B_TRAIN, 'speedup', kind='ratio')}×.", _world_builds(doc),
-                 machine(doc, B_TRAIN))
+                 _schedules(doc), machine(doc, B_TRAIN))
 
 
 def _world_builds(doc: Doc) -> str | None:
@@ -125,6 +125,25 @@ def _world_builds(doc: Doc) -> str | None:
                 table(["world build", "PPO steps/s", "DAgger steps/s"], rows),
                 f"Today's build trains PPO {ratio('ppo_speedup')}× and DAgger "
                 f"{ratio('distill_speedup')}× as fast; {why}")
+
+
+def _schedules(doc: Doc) -> str | None:
+    """DAgger taking turns (collect, then fit) against fitting while it collects."""
+    if not doc.records(B_TRAIN, "distill_schedules", "rows"):
+        return None
+    rows = [[doc.text(B_TRAIN, "distill_schedules", "rows", i, "label"),
+             doc.num(B_TRAIN, "distill_schedules", "rows", i, "distill_steps_per_s",
+                     kind="per_s")]
+            for i, _ in doc.records(B_TRAIN, "distill_schedules", "rows")]
+    return join("The same run, DAgger (the default preset) collecting and then fitting, against "
+                "fitting in a second thread while the envs collect the next iteration with a "
+                "frozen copy of the student (`distill.train_while_collecting`); both do the same "
+                "frames and gradient steps per iteration:",
+                table(["schedule", "DAgger steps/s"], rows),
+                f"Fitting while collecting runs "
+                f"{doc.num(B_TRAIN, 'distill_schedules', 'speedup', kind='ratio')}× as many "
+                "iterations per minute: taking turns, the renderers idle while the network "
+                "trains and the trainer idles while they render.")
 
 
 def _p_learn(doc: Doc, cmd: Commands) -> str:
