@@ -335,6 +335,11 @@ def test_spl_ratio_is_printed_when_the_oracle_scores(built: dict[str, Any]) -> N
     ({"steps_per_iteration": 64, "grad_steps_per_iteration": 4},
      "collects 64 frames driven by the student's likeliest action, then fits the student "
      "with 4 gradient steps."),
+    ({"steps_per_iteration": 4000, "grad_steps_per_iteration": 75,
+      "train_while_collecting": True},
+     "collects 4,000 frames driven by the student's likeliest action (a copy of the student "
+     "one iteration behind), while a second thread fits the student on the frames already "
+     "gathered with 75 gradient steps."),
 ])
 def test_the_method_decision_states_the_dagger_schedule(built: dict[str, Any],
                                                         distill: dict[str, Any],

@@ -243,11 +243,15 @@ def _dagger_schedule(doc: Doc) -> str | None:
         return None
     driver = ROLLOUT_DECISIONS_TEXT.get(doc.value(CONFIG, "distill", "rollout_decision")
                                         or "argmax", "its recorded rollout decision")
+    # a config.yaml from before `train_while_collecting` took turns
+    overlapped = doc.value(CONFIG, "distill", "train_while_collecting") is True
+    fit = (", while a second thread fits the student on the frames already gathered with "
+           if overlapped else ", then fits the student with ")
     text = (f"Each DAgger iteration collects "
             f"{doc.num(CONFIG, 'distill', 'steps_per_iteration', kind='int')} frames driven by "
-            f"{driver}, then fits the student with "
-            f"{doc.num(CONFIG, 'distill', 'grad_steps_per_iteration', kind='int')} gradient "
-            "steps")
+            f"{driver}{' (a copy of the student one iteration behind)' if overlapped else ''}"
+            f"{fit}{doc.num(CONFIG, 'distill', 'grad_steps_per_iteration', kind='int')} "
+            "gradient steps")
     clearance = doc.value(CONFIG, "distill", "teacher_clearance_m")
     if is_number(clearance) and clearance > 0:
         text += (f"; the planner's labels keep "
