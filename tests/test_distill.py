@@ -81,7 +81,6 @@ def test_class_weights_power_zero_weighs_every_sample_alike() -> None:
 
 
 def test_balance_power_falls_linearly_to_its_final_value() -> None:
-    from training.config import load_config
     from training.distill import balance_power
 
     fading = load_config("default", ["distill.balance_power_final=0"])
@@ -95,7 +94,6 @@ def test_balance_power_falls_linearly_to_its_final_value() -> None:
 
 def test_balance_power_final_out_of_range_is_a_config_error() -> None:
     from envs.config import ConfigError
-    from training.config import load_config
 
     with pytest.raises(ConfigError, match="balance_power_final: must be in \\[0, 1\\]"):
         load_config("default", ["distill.balance_power_final=-0.5"])
@@ -136,7 +134,6 @@ def test_group_nll_is_minus_log_of_the_teachers_group_probability() -> None:
 
 def test_bad_group_weight_settings_are_config_errors() -> None:
     from envs.config import ConfigError
-    from training.config import load_config
 
     with pytest.raises(ConfigError, match="group_weight: must be >= 0"):
         load_config("tiny", ["distill.group_weight=-1"])

@@ -459,13 +459,14 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                 images = augment(torch.as_tensor(batch_obs), n_seq if recurrent else 1,
                                  d.augment_shift_px, colour, gen,
                                  d.augment_shift_horizontal).to(device)
+                if not recurrent:  # in the student's own memory order
+                    images = images.contiguous(memory_format=torch.channels_last)
                 target = torch.as_tensor(batch_act, device=device)
                 if recurrent:
                     loss, agreement = sequence_imitation_loss(
                         student, images, target, torch.as_tensor(batch_keep, device=device),
                         n_seq, continuous, weights, d.group_weight)
                 elif auxiliary:
-                    images = images.contiguous(memory_format=torch.channels_last)
                     frame_weights = near_weights(
                         batch_aux, obs_cfg.lidar_rays, obs_cfg.lidar_range_m, d.near_range_m,
                         d.near_weight).to(device) if d.near_weight else None
@@ -478,7 +479,6 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                     aux_losses.append(aux_loss.item())
                     loss = loss + d.aux_weight * aux_loss
                 else:
-                    images = images.contiguous(memory_format=torch.channels_last)
                     loss, agreement = imitation_loss(student, images, target, continuous,
                                                      weights, d.group_weight)
                 for opt in optimizers:
