@@ -156,3 +156,32 @@ def test_training_while_collecting_is_deterministic_and_changes_the_schedule(tmp
     assert all(torch.equal(first[key], second[key]) for key in first)
     assert not all(torch.equal(first[key], turns[key]) for key in first)
     assert all(value.is_contiguous() for value in first.values())
+
+
+def test_drive_side_nll_teaches_the_drive_on_the_teachers_turning_side() -> None:
+    from training.distill import distribution_loss, drive_side_nll
+
+    # actions: forward, forward-left, forward-right, turn left, turn right
+    probs = torch.tensor([[0.3, 0.1, 0.2, 0.3, 0.1], [0.1, 0.2, 0.1, 0.3, 0.3],
+                          [0.5, 0.1, 0.1, 0.2, 0.1]])
+    logits = probs.log()
+    expert = torch.tensor([3, 4, 0])  # turn left, turn right, forward
+    nll = drive_side_nll(logits, expert)
+    # among the drives alone: forward-left 0.1 of 0.6; forward-right 0.1 of 0.4; a drive label 0
+    assert nll.tolist() == pytest.approx([-np.log(0.1 / 0.6), -np.log(0.1 / 0.4), 0.0])
+
+    class Dist:
+        distribution = torch.distributions.Categorical(logits=logits)
+
+    plain, _ = distribution_loss(Dist(), expert, continuous=False)
+    sided, _ = distribution_loss(Dist(), expert, continuous=False, side_weight=0.5)
+    assert sided.item() == pytest.approx(plain.item() + 0.5 * nll.mean().item())
+
+
+def test_bad_drive_side_weight_settings_are_config_errors() -> None:
+    from envs.config import ConfigError
+
+    with pytest.raises(ConfigError, match="drive_side_weight: must be >= 0"):
+        load_config("tiny", ["distill.drive_side_weight=-1"])
+    with pytest.raises(ConfigError, match="drive_side_weight: the drive-side term needs"):
+        load_config("tiny", ["continuous=true", "distill.drive_side_weight=1"])

@@ -138,6 +138,11 @@ class DistillConfig:
     picks the group first (`policies.actions.decide`), and the commonest step up to a contact
     is a drive where the teacher turns in place, a mistake per-action cross-entropy prices
     no higher than a forward-left for a forward-right."""
+    drive_side_weight: float = 0.0
+    """Weight (0 = off) of a discrete imitation term on frames whose teacher turns in place:
+    which drive the student would take there, among the driving actions alone, should arc the
+    way the teacher turns (`distill.drive_side_nll`). It is the drive deployment takes on a
+    recovery drive after a full turn in place, where plain cross-entropy teaches nothing."""
     near_range_m: float = 0.25
     """Gap (m) between the robot's edge and its nearest obstacle or wall under which a frame
     counts as near (`near_weight`)."""
@@ -320,6 +325,12 @@ class TrainConfig:
         if self.distill.group_weight and self.continuous:
             raise ConfigError("distill.group_weight: the drive-or-turn term needs discrete "
                               "actions; set continuous=false or distill.group_weight=0")
+        if self.distill.drive_side_weight < 0:
+            raise ConfigError("distill.drive_side_weight: must be >= 0 (0 = no drive-side term), "
+                              f"got {self.distill.drive_side_weight}")
+        if self.distill.drive_side_weight and self.continuous:
+            raise ConfigError("distill.drive_side_weight: the drive-side term needs discrete "
+                              "actions; set continuous=false or distill.drive_side_weight=0")
         if self.distill.near_weight and not self.distill.aux_weight:
             raise ConfigError("distill.near_weight: the nearness of a frame is read from the "
                               "auxiliary target's lidar; set distill.aux_weight > 0 too")

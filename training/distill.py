@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 import rundir
+from envs.nav_env import DISCRETE_ACTIONS
 from policies.actions import DRIVES, Memory
 from policies.checkpoint import build_policy, is_recurrent, policy_actions, zero_state
 from policies.metadata import CheckpointMeta
@@ -234,17 +235,18 @@ def near_weights(aux: np.ndarray, rays: int, lidar_range_m: float, near_range_m:
 
 def imitation_loss(policy: ActorCriticPolicy, obs: torch.Tensor, expert: torch.Tensor,
                    continuous: bool, weights: torch.Tensor | None = None,
-                   group_weight: float = 0.0) -> tuple[torch.Tensor, float]:
+                   group_weight: float = 0.0, side_weight: float = 0.0
+                   ) -> tuple[torch.Tensor, float]:
     """`distribution_loss` of a feed-forward policy's action distribution on `obs`."""
     return distribution_loss(policy.get_distribution(obs), expert, continuous, weights,
-                             group_weight=group_weight)
+                             group_weight=group_weight, side_weight=side_weight)
 
 
 def auxiliary_imitation_loss(policy: ActorCriticPolicy, head: torch.nn.Module,
                              obs: torch.Tensor, expert: torch.Tensor, aux_target: torch.Tensor,
                              continuous: bool, weights: torch.Tensor | None = None,
                              frame_weights: torch.Tensor | None = None,
-                             group_weight: float = 0.0
+                             group_weight: float = 0.0, side_weight: float = 0.0
                              ) -> tuple[torch.Tensor, float, torch.Tensor]:
     """`imitation_loss` and the auxiliary head's mean squared error on `aux_target`, from one
     pass of the CNN: the head reads the same features as the actor, so its gradient shapes
@@ -252,25 +254,27 @@ def auxiliary_imitation_loss(policy: ActorCriticPolicy, head: torch.nn.Module,
     features = policy.extract_features(obs, policy.pi_features_extractor)
     dist = policy._get_action_dist_from_latent(policy.mlp_extractor.forward_actor(features))
     loss, agreement = distribution_loss(dist, expert, continuous, weights,
-                                        frame_weights=frame_weights, group_weight=group_weight)
+                                        frame_weights=frame_weights, group_weight=group_weight,
+                                        side_weight=side_weight)
     return loss, agreement, F.mse_loss(head(features), aux_target)
 
 
 def sequence_imitation_loss(policy: ActorCriticPolicy, obs: torch.Tensor, expert: torch.Tensor,
                             keep: torch.Tensor, n_seq: int, continuous: bool,
-                            weights: torch.Tensor | None = None, group_weight: float = 0.0
-                            ) -> tuple[torch.Tensor, float]:
+                            weights: torch.Tensor | None = None, group_weight: float = 0.0,
+                            side_weight: float = 0.0) -> tuple[torch.Tensor, float]:
     """`distribution_loss` of a recurrent policy over `n_seq` sequence-major sequences, each
     run from the zero state with no reset inside; only the `keep` steps count."""
     no_starts = torch.zeros(len(expert), device=expert.device)
     dist, _ = policy.get_distribution(obs, zero_state(policy, n_seq), no_starts)
-    return distribution_loss(dist, expert, continuous, weights, keep, group_weight=group_weight)
+    return distribution_loss(dist, expert, continuous, weights, keep, group_weight=group_weight,
+                             side_weight=side_weight)
 
 
 def distribution_loss(dist, expert: torch.Tensor, continuous: bool,
                       weights: torch.Tensor | None = None, keep: torch.Tensor | None = None,
-                      frame_weights: torch.Tensor | None = None, group_weight: float = 0.0
-                      ) -> tuple[torch.Tensor, float]:
+                      frame_weights: torch.Tensor | None = None, group_weight: float = 0.0,
+                      side_weight: float = 0.0) -> tuple[torch.Tensor, float]:
     """The loss to minimise and how close the student is to the teacher.
 
     Discrete: cross-entropy on the logits (optionally class-weighted) and the fraction of
@@ -281,7 +285,8 @@ def distribution_loss(dist, expert: torch.Tensor, continuous: bool,
     std of 1 over a [-1, 1] box) without pulling on the mean; the closeness is the mean
     absolute error of the mean action. `keep` (bool per row) selects the rows that count;
     `frame_weights` (per row, feed-forward only) make the loss a weighted mean over rows.
-    Discrete, `group_weight` > 0 adds that times `group_nll`, weighted over rows alike.
+    Discrete, `group_weight` > 0 adds that times `group_nll`, and `side_weight` > 0 that times
+    `drive_side_nll`, each weighted over rows alike.
     """
     if frame_weights is not None and keep is not None:
         raise ValueError("frame_weights apply to feed-forward batches, which have no keep mask")
@@ -308,6 +313,8 @@ def distribution_loss(dist, expert: torch.Tensor, continuous: bool,
         loss = (per_row * frame_weights).sum() / row_weights.sum()
     if group_weight:
         loss = loss + group_weight * _row_mean(group_nll(logits, expert), frame_weights)
+    if side_weight:
+        loss = loss + side_weight * _row_mean(drive_side_nll(logits, expert), frame_weights)
     return loss, float((logits.argmax(1) == expert.long()).float().mean())
 
 
@@ -327,6 +334,34 @@ def group_nll(logits: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
     log_drive = log_p.masked_fill(~drives, -torch.inf).logsumexp(dim=1)
     log_turn = log_p.masked_fill(drives, -torch.inf).logsumexp(dim=1)
     return -torch.where(drives[expert.long()], log_drive, log_turn)
+
+
+_TURN_SIGN = np.sign(DISCRETE_ACTIONS[:, 1])
+SIDE_DRIVES = torch.as_tensor([
+    action if DRIVES[action]
+    else int(np.flatnonzero(DRIVES & (_TURN_SIGN[action] == _TURN_SIGN))[0])
+    for action in range(len(DRIVES))])
+"""For each action, the driving action on its side: a turn in place maps to the drive that
+arcs the same way (turn left -> forward-left), a driving action to itself."""
+
+
+def drive_side_nll(logits: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+    """(N,) for each row whose teacher action turns in place: the negative log of the
+    probability, among the driving actions alone, of the drive that arcs the same way; 0 for
+    rows whose teacher drives (the cross-entropy already teaches their drive).
+
+    Where the teacher turns in place, cross-entropy only pushes the three driving actions down
+    together and leaves which of them is likeliest untaught; yet that is the action deployment
+    takes when it drives there anyway: a recovery drive after a full turn in place
+    (`policies.actions.RECOVERY_DRIVES`), or a drive-or-turn decision that goes the wrong way.
+    Untaught, nothing steers it away from what the teacher was turning from.
+    """
+    drives = torch.as_tensor(DRIVES, device=logits.device)
+    log_p = logits.masked_fill(~drives, -torch.inf).log_softmax(dim=1)
+    expert = expert.long()
+    side = SIDE_DRIVES.to(logits.device)[expert]
+    nll = -log_p.gather(1, side[:, None])[:, 0]
+    return torch.where(drives[expert], torch.zeros_like(nll), nll)
 
 
 def balance_power(cfg: TrainConfig, progress: float) -> float:
@@ -465,7 +500,7 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                 if recurrent:
                     loss, agreement = sequence_imitation_loss(
                         student, images, target, torch.as_tensor(batch_keep, device=device),
-                        n_seq, continuous, weights, d.group_weight)
+                        n_seq, continuous, weights, d.group_weight, d.drive_side_weight)
                 elif auxiliary:
                     frame_weights = near_weights(
                         batch_aux, obs_cfg.lidar_rays, obs_cfg.lidar_range_m, d.near_range_m,
@@ -475,12 +510,13 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                     loss, agreement, aux_loss = auxiliary_imitation_loss(
                         student, aux_head, images, target,
                         torch.as_tensor(batch_aux, device=device), continuous, weights,
-                        frame_weights, d.group_weight)
+                        frame_weights, d.group_weight, d.drive_side_weight)
                     aux_losses.append(aux_loss.item())
                     loss = loss + d.aux_weight * aux_loss
                 else:
                     loss, agreement = imitation_loss(student, images, target, continuous,
-                                                     weights, d.group_weight)
+                                                     weights, d.group_weight,
+                                                     d.drive_side_weight)
                 for opt in optimizers:
                     opt.zero_grad()
                 loss.backward()
