@@ -185,3 +185,25 @@ def test_bad_drive_side_weight_settings_are_config_errors() -> None:
         load_config("tiny", ["distill.drive_side_weight=-1"])
     with pytest.raises(ConfigError, match="drive_side_weight: the drive-side term needs"):
         load_config("tiny", ["continuous=true", "distill.drive_side_weight=1"])
+
+
+def test_plan_side_drives_arc_towards_the_plans_next_waypoint() -> None:
+    from training.distill import drive_side_nll, plan_side_drives
+
+    aux = np.zeros((3, 8), dtype=np.float32)
+    aux[:, -1] = [0.7, -0.2, 0.0]  # the sine of the waypoint's bearing: left, right, ahead
+    side = plan_side_drives(aux)
+    assert side.tolist() == [1, 2, 2]  # forward-left, forward-right, forward-right
+    # a search label (turn left) whose plan goes right is taught forward-right, not forward-left
+    logits = torch.tensor([[0.3, 0.1, 0.2, 0.3, 0.1]]).log()
+    nll = drive_side_nll(logits, torch.tensor([3]), torch.as_tensor(side[1:2]))
+    assert nll.item() == pytest.approx(-np.log(0.2 / 0.6))
+
+
+def test_drive_side_from_plan_needs_the_auxiliary_target() -> None:
+    from envs.config import ConfigError
+
+    with pytest.raises(ConfigError, match="drive_side_from: 'map'"):
+        load_config("tiny", ["distill.drive_side_from=map"])
+    with pytest.raises(ConfigError, match="set distill.aux_weight > 0 too"):
+        load_config("tiny", ["distill.drive_side_from=plan", "distill.aux_weight=0"])

@@ -143,6 +143,11 @@ class DistillConfig:
     which drive the student would take there, among the driving actions alone, should arc the
     way the teacher turns (`distill.drive_side_nll`). It is the drive deployment takes on a
     recovery drive after a full turn in place, where plain cross-entropy teaches nothing."""
+    drive_side_from: str = "turn"
+    """Which drive `drive_side_weight` teaches: "turn", the one arcing the way the teacher
+    turns; "plan", the one arcing towards the plan's next waypoint (read from the auxiliary
+    target, so it needs `aux_weight` > 0), which differs where the teacher searches for a goal
+    out of view by always turning left."""
     near_range_m: float = 0.25
     """Gap (m) between the robot's edge and its nearest obstacle or wall under which a frame
     counts as near (`near_weight`)."""
@@ -331,6 +336,12 @@ class TrainConfig:
         if self.distill.drive_side_weight and self.continuous:
             raise ConfigError("distill.drive_side_weight: the drive-side term needs discrete "
                               "actions; set continuous=false or distill.drive_side_weight=0")
+        if self.distill.drive_side_from not in ("turn", "plan"):
+            raise ConfigError(f"distill.drive_side_from: {self.distill.drive_side_from!r}; use "
+                              "'turn' or 'plan'")
+        if self.distill.drive_side_from == "plan" and not self.distill.aux_weight:
+            raise ConfigError("distill.drive_side_from=plan: the plan's side is read from the "
+                              "auxiliary target; set distill.aux_weight > 0 too")
         if self.distill.near_weight and not self.distill.aux_weight:
             raise ConfigError("distill.near_weight: the nearness of a frame is read from the "
                               "auxiliary target's lidar; set distill.aux_weight > 0 too")

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from stable_baselines3.common.policies import ActorCriticPolicy
 
 import rundir
-from envs.nav_env import DISCRETE_ACTIONS
+from envs.nav_env import ACTION_NAMES, DISCRETE_ACTIONS
 from policies.actions import DRIVES, Memory
 from policies.checkpoint import build_policy, is_recurrent, policy_actions, zero_state
 from policies.metadata import CheckpointMeta
@@ -246,7 +246,8 @@ def auxiliary_imitation_loss(policy: ActorCriticPolicy, head: torch.nn.Module,
                              obs: torch.Tensor, expert: torch.Tensor, aux_target: torch.Tensor,
                              continuous: bool, weights: torch.Tensor | None = None,
                              frame_weights: torch.Tensor | None = None,
-                             group_weight: float = 0.0, side_weight: float = 0.0
+                             group_weight: float = 0.0, side_weight: float = 0.0,
+                             side: torch.Tensor | None = None
                              ) -> tuple[torch.Tensor, float, torch.Tensor]:
     """`imitation_loss` and the auxiliary head's mean squared error on `aux_target`, from one
     pass of the CNN: the head reads the same features as the actor, so its gradient shapes
@@ -255,7 +256,7 @@ def auxiliary_imitation_loss(policy: ActorCriticPolicy, head: torch.nn.Module,
     dist = policy._get_action_dist_from_latent(policy.mlp_extractor.forward_actor(features))
     loss, agreement = distribution_loss(dist, expert, continuous, weights,
                                         frame_weights=frame_weights, group_weight=group_weight,
-                                        side_weight=side_weight)
+                                        side_weight=side_weight, side=side)
     return loss, agreement, F.mse_loss(head(features), aux_target)
 
 
@@ -274,7 +275,8 @@ def sequence_imitation_loss(policy: ActorCriticPolicy, obs: torch.Tensor, expert
 def distribution_loss(dist, expert: torch.Tensor, continuous: bool,
                       weights: torch.Tensor | None = None, keep: torch.Tensor | None = None,
                       frame_weights: torch.Tensor | None = None, group_weight: float = 0.0,
-                      side_weight: float = 0.0) -> tuple[torch.Tensor, float]:
+                      side_weight: float = 0.0, side: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, float]:
     """The loss to minimise and how close the student is to the teacher.
 
     Discrete: cross-entropy on the logits (optionally class-weighted) and the fraction of
@@ -286,7 +288,7 @@ def distribution_loss(dist, expert: torch.Tensor, continuous: bool,
     absolute error of the mean action. `keep` (bool per row) selects the rows that count;
     `frame_weights` (per row, feed-forward only) make the loss a weighted mean over rows.
     Discrete, `group_weight` > 0 adds that times `group_nll`, and `side_weight` > 0 that times
-    `drive_side_nll`, each weighted over rows alike.
+    `drive_side_nll` (of `side` where given), each weighted over rows alike.
     """
     if frame_weights is not None and keep is not None:
         raise ValueError("frame_weights apply to feed-forward batches, which have no keep mask")
@@ -314,7 +316,8 @@ def distribution_loss(dist, expert: torch.Tensor, continuous: bool,
     if group_weight:
         loss = loss + group_weight * _row_mean(group_nll(logits, expert), frame_weights)
     if side_weight:
-        loss = loss + side_weight * _row_mean(drive_side_nll(logits, expert), frame_weights)
+        loss = loss + side_weight * _row_mean(drive_side_nll(logits, expert, side),
+                                              frame_weights)
     return loss, float((logits.argmax(1) == expert.long()).float().mean())
 
 
@@ -345,10 +348,12 @@ SIDE_DRIVES = torch.as_tensor([
 arcs the same way (turn left -> forward-left), a driving action to itself."""
 
 
-def drive_side_nll(logits: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
+def drive_side_nll(logits: torch.Tensor, expert: torch.Tensor,
+                   side: torch.Tensor | None = None) -> torch.Tensor:
     """(N,) for each row whose teacher action turns in place: the negative log of the
-    probability, among the driving actions alone, of the drive that arcs the same way; 0 for
-    rows whose teacher drives (the cross-entropy already teaches their drive).
+    probability, among the driving actions alone, of the drive that arcs the same way (or of
+    `side`, (N,) driving actions, where given: `plan_side_drives`); 0 for rows whose teacher
+    drives (the cross-entropy already teaches their drive).
 
     Where the teacher turns in place, cross-entropy only pushes the three driving actions down
     together and leaves which of them is likeliest untaught; yet that is the action deployment
@@ -359,9 +364,23 @@ def drive_side_nll(logits: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
     drives = torch.as_tensor(DRIVES, device=logits.device)
     log_p = logits.masked_fill(~drives, -torch.inf).log_softmax(dim=1)
     expert = expert.long()
-    side = SIDE_DRIVES.to(logits.device)[expert]
-    nll = -log_p.gather(1, side[:, None])[:, 0]
+    if side is None:
+        side = SIDE_DRIVES.to(logits.device)[expert]
+    nll = -log_p.gather(1, side.long()[:, None])[:, 0]
     return torch.where(drives[expert], torch.zeros_like(nll), nll)
+
+
+ARC_LEFT, ARC_RIGHT = ACTION_NAMES.index("forward-left"), ACTION_NAMES.index("forward-right")
+
+
+def plan_side_drives(aux: np.ndarray) -> np.ndarray:
+    """(N,) the drive that arcs towards the plan's next waypoint, from each frame's auxiliary
+    target (`training.experts.auxiliary_target`, whose last entry is the sine of the
+    waypoint's bearing): forward-left where it lies to the left, forward-right otherwise.
+
+    Where the teacher turns in place to search (the goal out of view: always left), this is
+    the way the map says the path goes rather than the search's convention."""
+    return np.where(aux[:, -1] > 0, ARC_LEFT, ARC_RIGHT)
 
 
 def balance_power(cfg: TrainConfig, progress: float) -> float:
@@ -507,10 +526,12 @@ def distill(cfg: TrainConfig, hooks, device: torch.device, teacher: MLPTeacher |
                         d.near_weight).to(device) if d.near_weight else None
                     if frame_weights is not None:
                         near_shares.append(float((frame_weights > 1).float().mean()))
+                    side = torch.as_tensor(plan_side_drives(batch_aux), device=device) \
+                        if d.drive_side_from == "plan" else None
                     loss, agreement, aux_loss = auxiliary_imitation_loss(
                         student, aux_head, images, target,
                         torch.as_tensor(batch_aux, device=device), continuous, weights,
-                        frame_weights, d.group_weight, d.drive_side_weight)
+                        frame_weights, d.group_weight, d.drive_side_weight, side)
                     aux_losses.append(aux_loss.item())
                     loss = loss + d.aux_weight * aux_loss
                 else:
