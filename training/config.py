@@ -142,7 +142,9 @@ class DistillConfig:
     """Weight (0 = off) of a discrete imitation term on frames whose teacher turns in place:
     which drive the student would take there, among the driving actions alone, should arc the
     way the teacher turns (`distill.drive_side_nll`). It is the drive deployment takes on a
-    recovery drive after a full turn in place, where plain cross-entropy teaches nothing."""
+    recovery drive after a full turn in place, where plain cross-entropy teaches nothing. Over
+    3 seeds with `drive_side_from="plan"` it lost on three test sets (more contact, less
+    success; the README's routes table), so it is off by default."""
     drive_side_from: str = "turn"
     """Which drive `drive_side_weight` teaches: "turn", the one arcing the way the teacher
     turns; "plan", the one arcing towards the plan's next waypoint (read from the auxiliary
