@@ -326,18 +326,15 @@ class TrainConfig:
         if self.distill.near_weight < 0:
             raise ConfigError("distill.near_weight: must be >= 0 (0 = every frame weighs the "
                               f"same), got {self.distill.near_weight}")
-        if self.distill.group_weight < 0:
-            raise ConfigError("distill.group_weight: must be >= 0 (0 = no drive-or-turn term), "
-                              f"got {self.distill.group_weight}")
-        if self.distill.group_weight and self.continuous:
-            raise ConfigError("distill.group_weight: the drive-or-turn term needs discrete "
-                              "actions; set continuous=false or distill.group_weight=0")
-        if self.distill.drive_side_weight < 0:
-            raise ConfigError("distill.drive_side_weight: must be >= 0 (0 = no drive-side term), "
-                              f"got {self.distill.drive_side_weight}")
-        if self.distill.drive_side_weight and self.continuous:
-            raise ConfigError("distill.drive_side_weight: the drive-side term needs discrete "
-                              "actions; set continuous=false or distill.drive_side_weight=0")
+        # the second discrete imitation terms, each weighted by its own field
+        for name, term in (("group_weight", "drive-or-turn"), ("drive_side_weight", "drive-side")):
+            weight = getattr(self.distill, name)
+            if weight < 0:
+                raise ConfigError(f"distill.{name}: must be >= 0 (0 = no {term} term), "
+                                  f"got {weight}")
+            if weight and self.continuous:
+                raise ConfigError(f"distill.{name}: the {term} term needs discrete actions; set "
+                                  f"continuous=false or distill.{name}=0")
         if self.distill.drive_side_from not in ("turn", "plan"):
             raise ConfigError(f"distill.drive_side_from: {self.distill.drive_side_from!r}; use "
                               "'turn' or 'plan'")
