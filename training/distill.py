@@ -339,10 +339,9 @@ def group_nll(logits: torch.Tensor, expert: torch.Tensor) -> torch.Tensor:
     return -torch.where(drives[expert.long()], log_drive, log_turn)
 
 
-_TURN_SIGN = np.sign(DISCRETE_ACTIONS[:, 1])
+ARC_LEFT, ARC_RIGHT = ACTION_NAMES.index("forward-left"), ACTION_NAMES.index("forward-right")
 SIDE_DRIVES = torch.as_tensor([
-    action if DRIVES[action]
-    else int(np.flatnonzero(DRIVES & (_TURN_SIGN[action] == _TURN_SIGN))[0])
+    action if DRIVES[action] else ARC_LEFT if DISCRETE_ACTIONS[action, 1] > 0 else ARC_RIGHT
     for action in range(len(DRIVES))])
 """For each action, the driving action on its side: a turn in place maps to the drive that
 arcs the same way (turn left -> forward-left), a driving action to itself."""
@@ -368,9 +367,6 @@ def drive_side_nll(logits: torch.Tensor, expert: torch.Tensor,
         side = SIDE_DRIVES.to(logits.device)[expert]
     nll = -log_p.gather(1, side.long()[:, None])[:, 0]
     return torch.where(drives[expert], torch.zeros_like(nll), nll)
-
-
-ARC_LEFT, ARC_RIGHT = ACTION_NAMES.index("forward-left"), ACTION_NAMES.index("forward-right")
 
 
 def plan_side_drives(aux: np.ndarray) -> np.ndarray:
