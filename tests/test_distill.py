@@ -132,13 +132,15 @@ def test_group_nll_is_minus_log_of_the_teachers_group_probability() -> None:
     assert grouped.item() == pytest.approx(plain.item() + 2.0 * nll.mean().item())
 
 
-def test_bad_group_weight_settings_are_config_errors() -> None:
+@pytest.mark.parametrize(("name", "term"), [("group_weight", "drive-or-turn"),
+                                          ("drive_side_weight", "drive-side")])
+def test_bad_imitation_term_weights_are_config_errors(name: str, term: str) -> None:
     from envs.config import ConfigError
 
-    with pytest.raises(ConfigError, match="group_weight: must be >= 0"):
-        load_config("tiny", ["distill.group_weight=-1"])
-    with pytest.raises(ConfigError, match="group_weight: the drive-or-turn term needs discrete"):
-        load_config("tiny", ["continuous=true", "distill.group_weight=1"])
+    with pytest.raises(ConfigError, match=f"{name}: must be >= 0"):
+        load_config("tiny", [f"distill.{name}=-1"])
+    with pytest.raises(ConfigError, match=f"{name}: the {term} term needs discrete"):
+        load_config("tiny", ["continuous=true", f"distill.{name}=1"])
 
 
 def test_training_while_collecting_is_deterministic_and_changes_the_schedule(tmp_path) -> None:
@@ -176,15 +178,6 @@ def test_drive_side_nll_teaches_the_drive_on_the_teachers_turning_side() -> None
     plain, _ = distribution_loss(Dist(), expert, continuous=False)
     sided, _ = distribution_loss(Dist(), expert, continuous=False, side_weight=0.5)
     assert sided.item() == pytest.approx(plain.item() + 0.5 * nll.mean().item())
-
-
-def test_bad_drive_side_weight_settings_are_config_errors() -> None:
-    from envs.config import ConfigError
-
-    with pytest.raises(ConfigError, match="drive_side_weight: must be >= 0"):
-        load_config("tiny", ["distill.drive_side_weight=-1"])
-    with pytest.raises(ConfigError, match="drive_side_weight: the drive-side term needs"):
-        load_config("tiny", ["continuous=true", "distill.drive_side_weight=1"])
 
 
 def test_plan_side_drives_arc_towards_the_plans_next_waypoint() -> None:
