@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="heldout", choices=["train", "heldout"])
     p.add_argument("--episodes", type=_positive_int, default=200)
     p.add_argument("--seed", type=int, default=1,
-                   help="evaluation seed (default 1; training picks its best model on seed 0)")
+                   help="evaluation seed (default 1; training validates on seed 0)")
     p.add_argument("--out", help="output folder (default: <run>/eval_<split>)")
     p.add_argument("--min-success", type=_rate, metavar="X",
                    help="exit 1 when the success rate is below X (a pipeline gate)")
@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default: n_envs with subprocess envs, else 1")
     p.add_argument("--gpus-per-trial", type=float, default=0.0)
     p.add_argument("--test-episodes", type=_positive_int, default=100,
-                   help="heldout test episodes scoring each trial's best checkpoint")
+                   help="heldout test episodes scoring each trial's final policy")
     p.add_argument("--address", metavar="HOST:PORT",
                    help="join this Ray cluster (default: RAY_ADDRESS, else Ray on this machine)")
     p.add_argument("--out", help="sweep folder (default: runs/sweep__<config>__<time>); on "

@@ -27,7 +27,8 @@ from policies.oracle import Oracle
 
 EVAL_SEED_BASE = rundir.SEED_OFFSETS["eval_base"]
 VALIDATION_SEED = 0
-"""Evaluation seed of the periodic held-out evaluation that picks the best checkpoint."""
+"""Evaluation seed of the periodic held-out evaluation during training (its curve, and the
+checkpoint kept in best/)."""
 TEST_SEED = 1
 """Default evaluation seed of reports (`embodied eval`, `bench learn`, quickstart)."""
 

@@ -158,10 +158,11 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def resolve_checkpoint(target: str | os.PathLike) -> Path:
-    """A checkpoint file, or a run directory (its best, else final, policy)."""
+    """A checkpoint file, or a run directory (its final, else best, policy:
+    `rundir.POLICY_DIRS`)."""
     target = Path(target)
     if target.is_dir():
-        names = (f"{rundir.BEST_DIR}/{CHECKPOINT_NAME}", f"{rundir.FINAL_DIR}/{CHECKPOINT_NAME}",
+        names = (*(f"{name}/{CHECKPOINT_NAME}" for name in rundir.POLICY_DIRS),
                  CHECKPOINT_NAME)
         for name in names:
             if (target / name).is_file():

@@ -21,7 +21,7 @@ from eval import metrics, report, robustness
 from eval.record import caption, record_video
 from eval.rollout import OracleAgent, RandomAgent, episode_seed, evaluate, make_eval_env
 from eval.video import read_video_meta
-from policies.checkpoint import CheckpointError, build_policy, save_checkpoint
+from policies.checkpoint import CheckpointError, build_policy, resolve_checkpoint, save_checkpoint
 
 ARCH = {"features_dim": 32, "channels": [8, 16, 16], "net_arch": [32]}
 SIZE = 40
@@ -176,6 +176,19 @@ def test_missing_checkpoint_is_named(tmp_path: Path) -> None:
         report.evaluate_all(tmp_path / "nope.pt", episodes=1, progress=False)
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
         robustness.sweep(tmp_path, episodes=1, progress=False)
+
+
+def test_a_run_directory_stands_for_its_final_policy(tmp_path: Path) -> None:
+    best = tmp_path / rundir.BEST_DIR / rundir.POLICY_FILE
+    final = tmp_path / rundir.FINAL_DIR / rundir.POLICY_FILE
+    best.parent.mkdir()
+    best.write_bytes(b"")
+    # a run stopped before its last policy was written: the validation's pick
+    assert resolve_checkpoint(tmp_path) == best
+    final.parent.mkdir()
+    final.write_bytes(b"")
+    assert resolve_checkpoint(tmp_path) == final
+    assert resolve_checkpoint(best) == best  # a file named outright is that file
 
 
 def test_corrupt_checkpoint_is_named(tmp_path: Path) -> None:

@@ -182,7 +182,7 @@ def test_local_sweep_trials_are_ordinary_runs(local_sweep: Path):
         # scored on the held-out test episodes, the same ones for every trial
         summary = json.loads((run / "eval_heldout" / rundir.SUMMARY_FILE).read_text())
         assert summary["split"] == "heldout" and summary["seed"] == TEST_SEED
-        assert summary["episodes"] == 3 and summary["checkpoint"].endswith("best/policy.pt")
+        assert summary["episodes"] == 3 and summary["checkpoint"].endswith("final/policy.pt")
         assert t["test"]["success_rate"] == summary["policy"]["success_rate"]
         assert 0.0 <= t["test"]["spl"] <= 1.0
         episodes.add(tuple(_episode_seeds(run)))

@@ -208,7 +208,7 @@ def bench_learn(budget_s: float = 1200.0, out_dir: Path = Path(rundir.DEFAULT_BE
         if run_dir.exists():
             raise ConfigError(f"{run_dir} exists; remove it or pass another --out")
         result = train(cfg, run_dir, argv=["bench", "learn"])
-        final = evaluate_all(result.best_checkpoint or result.final_checkpoint,
+        final = evaluate_all(result.final_checkpoint,
                              split="heldout", episodes=final_episodes, seed=TEST_SEED,
                              policies=("policy",), teacher=distillation_teacher(run_dir),
                              out_dir=run_dir / rundir.eval_dir_name("heldout"))

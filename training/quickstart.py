@@ -108,7 +108,7 @@ def quickstart(out: str | Path, settings: QuickstartSettings = QuickstartSetting
         if trained.interrupted:
             return QuickstartResult(out, run_dir, trained.final_checkpoint, True,
                                     minutes=(time.perf_counter() - start) / 60)
-        target = trained.best_checkpoint or trained.final_checkpoint
+        target = trained.final_checkpoint
     _stage(log, 2, f"Evaluating on the held-out split ({settings.episodes} episodes) beside "
                    "the oracle and a random policy")
     eval_dir = run_dir / rundir.eval_dir_name("heldout")

@@ -179,7 +179,8 @@ class TrainingHooks:
 
     # -- evaluation, checkpoints -----------------------------------------------------------
     def evaluate(self, policy, timesteps: int) -> dict[str, Any]:
-        """Held-out success/SPL of the current policy; keeps the best checkpoint."""
+        """Held-out success/SPL of the current policy; keeps the best one so far in best/ (to
+        compare: a run directory stands for its final policy, `rundir.POLICY_DIRS`)."""
         env_cfg = dataclasses.replace(self.cfg.env, split=self.cfg.eval.split)
         env = make_eval_env(env_cfg, self.continuous)
         agent = PolicyAgent(LoadedPolicy(policy, None, Path()))

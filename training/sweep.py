@@ -8,7 +8,7 @@ Every trial calls the same `training.train.train()` into its own run directory
 periodic evaluation (`ray.tune.report`), which lets ASHA (`--scheduler asha`) stop weak ones
 early; `--search optuna` proposes configurations through Ray Tune's `OptunaSearch`, repeated
 over the seeds by Tune's `Repeater`. At the end `training.sweep_report` scores every trial's
-best checkpoint on the same `heldout` test episodes and writes sweep.json, sweep.md and plots.
+final policy on the same `heldout` test episodes and writes sweep.json, sweep.md and plots.
 
 Where trials run is `training.cluster`'s business: Ray in this process on this machine's cores
 by default, an existing cluster with `--address` / `RAY_ADDRESS` (then `--out` must be a path

@@ -156,7 +156,7 @@ class SweepSpec:
     """CPUs a trial asks for (default: n_envs with subprocess envs, else 1)."""
     gpus_per_trial: float = 0.0
     test_episodes: int = 100
-    """Held-out test episodes that score each trial's best checkpoint at the end."""
+    """Held-out test episodes that score each trial's policy (`rundir.POLICY_DIRS`) at the end."""
     search_seed: int = 0
     """Seeds random and Optuna search, so a sweep draws the same configurations again."""
 

@@ -1,11 +1,11 @@
-"""The end of a sweep: every trial's best checkpoint scored on the same held-out test
-episodes, statistics across seeds (`eval.aggregate`), and the sweep folder's report files.
+"""The end of a sweep: every trial's policy (`rundir.POLICY_DIRS`) scored on the same held-out
+test episodes, statistics across seeds (`eval.aggregate`), and the sweep folder's report files.
 
 Scoring runs as Ray tasks (one CPU each) on the cluster the sweep used, so it spreads over
 the nodes like the trials did; a trial already scored with the same checkpoint, episodes and
 seed (a resumed sweep) is not scored again. The test episodes are `evaluate_all`'s with
-`eval.rollout.TEST_SEED`, distinct from the validation episodes that picked the best
-checkpoint (`VALIDATION_SEED`).
+`eval.rollout.TEST_SEED`, distinct from the validation episodes that trace each trial's curve
+(`VALIDATION_SEED`).
 
 Files (each atomic, through `rundir`): `sweep.json` (written by the caller with the timings),
 `sweep.md`, `sweep_curves.png`, `sweep_final.png`; per trial `eval_heldout/summary.json` and
@@ -37,8 +37,8 @@ against (SPL as a fraction of the oracle's, contact beside the planner's)."""
 
 
 def _checkpoint(run_dir: Path) -> Path | None:
-    """The trial's best validated checkpoint, else its last one (None if it saved neither)."""
-    for name in (rundir.BEST_DIR, rundir.FINAL_DIR):
+    """The trial's final policy, else its best validated one (None if it saved neither)."""
+    for name in rundir.POLICY_DIRS:
         path = run_dir / name / rundir.POLICY_FILE
         if path.is_file():
             return path
@@ -167,7 +167,7 @@ def format_report(report: dict[str, Any]) -> str:
     head = (f"# Sweep of `{report['base_config']}`: {len(report['configs'])} configuration(s) "
             f"x {len(report['seeds'])} seed(s)\n\nTest: {test['episodes']} `{test['split']}` "
             f"episodes (evaluation seed {test['seed']}), the same for every trial, scoring each "
-            "trial's best checkpoint by held-out validation.\n\n")
+            "trial's final policy.\n\n")
     body = aggregate.format_markdown(report["configs"],
                                      report["probability_of_improvement"]["pairs"],
                                      metrics=METRICS)

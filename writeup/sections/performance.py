@@ -162,8 +162,8 @@ def _p_learn(doc: Doc, cmd: Commands) -> str:
     return join(head, f"Each method trained for a budget of "
                  f"{doc.num(B_LEARN, 'budget_s', kind='s')} s of wall-clock on the same machine. "
                  "Time to 90 % is read off the periodic held-out validation during training "
-                 "(evaluation seed 0, which also picks the best checkpoint); the final columns "
-                 "score that checkpoint on fresh held-out test episodes (seed 1).",
+                 "(evaluation seed 0); the final columns score each run's final policy on "
+                 "fresh held-out test episodes (seed 1).",
                  table(["method", "time to 90 % validation success (s)", "final test success",
                         "final test SPL", "env steps", "wall-clock (s)"], rows),
                  image(doc, "learning_by_method", "Held-out success against wall-clock per method"),
