@@ -22,6 +22,7 @@ import rundir
 from envs.config import ConfigError
 from eval.report import evaluate_all
 from eval.rollout import TEST_SEED
+from policies.checkpoint import resolve_checkpoint
 from policies.threads import torch_threads
 from training.config import TrainConfig, load_config
 from training.distill import distill
@@ -207,8 +208,8 @@ def bench_learn(budget_s: float = 1200.0, out_dir: Path = Path(rundir.DEFAULT_BE
         run_dir = Path(out_dir) / f"learn_{preset}"
         if run_dir.exists():
             raise ConfigError(f"{run_dir} exists; remove it or pass another --out")
-        result = train(cfg, run_dir, argv=["bench", "learn"])
-        final = evaluate_all(result.final_checkpoint,
+        train(cfg, run_dir, argv=["bench", "learn"])
+        final = evaluate_all(resolve_checkpoint(run_dir),
                              split="heldout", episodes=final_episodes, seed=TEST_SEED,
                              policies=("policy",), teacher=distillation_teacher(run_dir),
                              out_dir=run_dir / rundir.eval_dir_name("heldout"))

@@ -20,6 +20,7 @@ from typing import Any
 import rundir
 from envs.config import ConfigError
 from eval.rollout import TEST_SEED
+from policies.checkpoint import resolve_checkpoint
 from training.config import load_config
 from training.experts import distillation_teacher
 from training.train import train
@@ -108,7 +109,7 @@ def quickstart(out: str | Path, settings: QuickstartSettings = QuickstartSetting
         if trained.interrupted:
             return QuickstartResult(out, run_dir, trained.final_checkpoint, True,
                                     minutes=(time.perf_counter() - start) / 60)
-        target = trained.final_checkpoint
+        target = resolve_checkpoint(run_dir)
     _stage(log, 2, f"Evaluating on the held-out split ({settings.episodes} episodes) beside "
                    "the oracle and a random policy")
     eval_dir = run_dir / rundir.eval_dir_name("heldout")
